@@ -1,0 +1,43 @@
+// Argument checks at the op boundary, shared by the CPU, CUDA and emulated registrations so
+// every backend rejects the same inputs with the same message.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+
+#include "fastcredit/philox.h"
+
+namespace fastcredit {
+
+inline Dist parse_dist(const std::string& name) {
+  if (name == "uniform") return Dist::kUniform;
+  if (name == "normal") return Dist::kNormal;
+  if (name == "rademacher") return Dist::kRademacher;
+  TORCH_CHECK(false, "fastcredit: unknown dist '", name,
+              "'; expected one of 'uniform', 'normal', 'rademacher'");
+}
+
+inline void check_floating(const at::Tensor& t, const char* op, const char* arg) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
+              op, ": ", arg, " must be float32, float64, float16 or bfloat16, got ", dt);
+}
+
+inline void check_feedback_fill_args(const at::Tensor& out, double scale) {
+  TORCH_CHECK(out.dim() == 2, "feedback_fill_: out must be 2-D [rows, cols], got ", out.dim(),
+              "-D tensor of shape ", out.sizes());
+  check_floating(out, "feedback_fill_", "out");
+  TORCH_CHECK(std::isfinite(scale), "feedback_fill_: scale must be finite, got ", scale);
+}
+
+inline void check_seeded_project_args(const at::Tensor& x, int64_t cols, double scale) {
+  TORCH_CHECK(x.dim() == 2, "seeded_project: x must be 2-D [N, K], got ", x.dim(),
+              "-D tensor of shape ", x.sizes());
+  check_floating(x, "seeded_project", "x");
+  TORCH_CHECK(cols >= 0, "seeded_project: cols must be non-negative, got ", cols);
+  TORCH_CHECK(std::isfinite(scale), "seeded_project: scale must be finite, got ", scale);
+}
+
+}  // namespace fastcredit

@@ -1,0 +1,32 @@
+// Host-side entry points of the CUDA kernels: raw pointers, sizes, strides and a stream, no
+// torch types. Defined in the .cuh files; csrc/cuda/*.cu instantiates them for nvcc, and the
+// emulated build (tests/cuda_emu) includes the .cuh files directly.
+#pragma once
+
+#include <cstdint>
+
+#if !defined(FC_CUDA_EMULATION)
+#include <cuda_runtime_api.h>
+#endif
+
+#include "fastcredit/philox.h"
+
+namespace fastcredit::cuda {
+
+// out[r * stride_r + c * stride_c] = scale * F(seed)[r, c] for r < rows, c < cols.
+template <typename T>
+cudaError_t launch_feedback_fill(T* out, int64_t rows, int64_t cols, int64_t stride_r,
+                                 int64_t stride_c, uint64_t seed, Dist dist, double scale,
+                                 cudaStream_t stream);
+
+// out[n, cols] (contiguous) = x[n, k] (strided) @ scale * F(seed)[:k, :cols], or
+// @ (scale * F(seed)[:cols, :k])^T when `transpose`.
+template <typename T>
+cudaError_t launch_seeded_project(const T* x, int64_t n, int64_t k, int64_t stride_n,
+                                  int64_t stride_k, T* out, int64_t cols, uint64_t seed,
+                                  Dist dist, double scale, bool transpose, cudaStream_t stream);
+
+// Largest `cols` launch_seeded_project accepts: grid.y limit (65535) times the column tile.
+constexpr int64_t kSeededProjectMaxCols = 65535 * 64;
+
+}  // namespace fastcredit::cuda

@@ -1,0 +1,72 @@
+// Tensor-level glue over the CUDA launchers, shared by the real CUDA registration
+// (csrc/ops_cuda.cpp) and the emulated one used by the tests, so both run the same checks,
+// allocations and dtype handling. The caller picks the device and stream.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include "checks.h"
+#include "cuda/launchers.h"
+
+namespace fastcredit::device {
+
+inline void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+// Kernels exist for float32 and float64; half-precision tensors go through float32.
+inline bool has_kernel_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+}
+
+inline void feedback_fill(at::Tensor& out, int64_t seed, const std::string& dist, double scale,
+                          cudaStream_t stream) {
+  check_feedback_fill_args(out, scale);
+  const Dist d = parse_dist(dist);
+  if (!has_kernel_dtype(out)) {
+    at::Tensor staged = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+    feedback_fill(staged, seed, dist, scale, stream);
+    out.copy_(staged);
+    return;
+  }
+  const auto s = static_cast<uint64_t>(seed);
+  cudaError_t err;
+  if (out.scalar_type() == at::kDouble) {
+    err = cuda::launch_feedback_fill(out.data_ptr<double>(), out.size(0), out.size(1),
+                                     out.stride(0), out.stride(1), s, d, scale, stream);
+  } else {
+    err = cuda::launch_feedback_fill(out.data_ptr<float>(), out.size(0), out.size(1),
+                                     out.stride(0), out.stride(1), s, d, scale, stream);
+  }
+  check_launch(err, "feedback_fill_");
+}
+
+inline at::Tensor seeded_project(const at::Tensor& x, int64_t seed, int64_t cols,
+                                 const std::string& dist, double scale, bool transpose,
+                                 cudaStream_t stream) {
+  check_seeded_project_args(x, cols, scale);
+  const Dist d = parse_dist(dist);
+  TORCH_CHECK(cols <= cuda::kSeededProjectMaxCols, "seeded_project: cols = ", cols,
+              " exceeds the CUDA kernel's limit of ", cuda::kSeededProjectMaxCols);
+  if (!has_kernel_dtype(x)) {
+    return seeded_project(x.to(at::kFloat), seed, cols, dist, scale, transpose, stream)
+        .to(x.scalar_type());
+  }
+  at::Tensor out = at::empty({x.size(0), cols}, x.options());
+  const auto s = static_cast<uint64_t>(seed);
+  cudaError_t err;
+  if (x.scalar_type() == at::kDouble) {
+    err = cuda::launch_seeded_project(x.data_ptr<double>(), x.size(0), x.size(1), x.stride(0),
+                                      x.stride(1), out.data_ptr<double>(), cols, s, d, scale,
+                                      transpose, stream);
+  } else {
+    err = cuda::launch_seeded_project(x.data_ptr<float>(), x.size(0), x.size(1), x.stride(0),
+                                      x.stride(1), out.data_ptr<float>(), cols, s, d, scale,
+                                      transpose, stream);
+  }
+  check_launch(err, "seeded_project");
+  return out;
+}
+
+}  // namespace fastcredit::device

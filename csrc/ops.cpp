@@ -1,0 +1,39 @@
+// Op schemas (the one place they are declared) and the CPU registrations.
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu/kernels.h"
+
+namespace fastcredit {
+namespace {
+
+void feedback_fill_cpu(at::Tensor& out, int64_t seed, const std::string& dist, double scale) {
+  check_feedback_fill_args(out, scale);
+  const Dist d = parse_dist(dist);
+  cpu::feedback_fill(out, static_cast<uint64_t>(seed), d, scale);
+}
+
+at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
+                              const std::string& dist, double scale, bool transpose) {
+  check_seeded_project_args(x, cols, scale);
+  return cpu::seeded_project(x, static_cast<uint64_t>(seed), cols, parse_dist(dist), scale,
+                             transpose);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fastcredit, m) {
+  // out[r, c] = scale * F(seed)[r, c]; F's entries depend only on (seed, r, c).
+  m.def("feedback_fill_(Tensor(a!) out, int seed, str dist=\"uniform\", float scale=1.0) -> ()");
+  // x @ F(seed)[:K, :cols] (or x @ F(seed)[:cols, :K].T when transpose), F never stored.
+  m.def(
+      "seeded_project(Tensor x, int seed, SymInt cols, str dist=\"uniform\", float scale=1.0, "
+      "bool transpose=False) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
+  m.impl("feedback_fill_", &feedback_fill_cpu);
+  m.impl("seeded_project", &seeded_project_cpu);
+}
+
+}  // namespace fastcredit

@@ -1,0 +1,37 @@
+// CUDA registrations of fastcredit's ops; built into fastcredit._C_cuda only in CUDA builds.
+#include <Python.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "device_ops.h"
+
+namespace fastcredit {
+namespace {
+
+void feedback_fill_cuda(at::Tensor& out, int64_t seed, const std::string& dist, double scale) {
+  const c10::cuda::CUDAGuard guard(out.device());
+  device::feedback_fill(out, seed, dist, scale, c10::cuda::getCurrentCUDAStream());
+}
+
+at::Tensor seeded_project_cuda(const at::Tensor& x, int64_t seed, int64_t cols,
+                               const std::string& dist, double scale, bool transpose) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return device::seeded_project(x, seed, cols, dist, scale, transpose,
+                                c10::cuda::getCurrentCUDAStream());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastcredit, CUDA, m) {
+  m.impl("feedback_fill_", &feedback_fill_cuda);
+  m.impl("seeded_project", &seeded_project_cuda);
+}
+
+}  // namespace fastcredit
+
+// Importing fastcredit._C_cuda runs the registration above; the module itself is empty.
+extern "C" PyMODINIT_FUNC PyInit__C_cuda() {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

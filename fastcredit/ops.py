@@ -1,0 +1,125 @@
+"""Typed Python wrappers over the ``torch.ops.fastcredit`` ops, with their fake (meta)
+implementations for ``torch.compile`` and their autograd formulas.
+
+Every op here has a pure-PyTorch twin of the same name in :mod:`fastcredit.reference`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .reference import DISTS
+
+_UINT64_LIMIT = 1 << 64
+
+
+def _seed_as_int64(seed: int) -> int:
+    """Seeds are 64-bit patterns: accept 0 <= seed < 2**64, pass them as signed int64."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < _UINT64_LIMIT:
+        raise ValueError(f"seed must satisfy 0 <= seed < 2**64, got {seed}")
+    return seed - _UINT64_LIMIT if seed >= 1 << 63 else seed
+
+
+def _check_size(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+
+
+def _check_dist(dist: str) -> None:
+    if dist not in DISTS:
+        raise ValueError(f"unknown dist {dist!r}; expected one of {DISTS}")
+
+
+def feedback_fill_(
+    out: torch.Tensor, seed: int, *, dist: str = "uniform", scale: float = 1.0
+) -> torch.Tensor:
+    """Fill ``out [rows, cols]`` in place with the seeded feedback matrix; returns ``out``.
+
+    Entry (r, c) depends only on (seed, r, c), so any two calls, thread counts or devices
+    agree bit for bit. ``dist``: "uniform" ([-1, 1)), "normal" (mean 0, std 1) or
+    "rademacher" (+-1); every value is multiplied by ``scale``.
+    """
+    _check_dist(dist)
+    torch.ops.fastcredit.feedback_fill_(out, _seed_as_int64(seed), dist, float(scale))
+    return out
+
+
+def feedback_matrix(
+    seed: int,
+    rows: int,
+    cols: int,
+    *,
+    dist: str = "uniform",
+    scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The seeded feedback matrix ``F(seed)[:rows, :cols]`` times ``scale``: ``[rows, cols]``.
+
+    A submatrix of a larger one: ``feedback_matrix(s, r, c)`` equals
+    ``feedback_matrix(s, R, C)[:r, :c]`` for any R >= r, C >= c.
+    """
+    _check_size("rows", rows)
+    _check_size("cols", cols)
+    out = torch.empty((rows, cols), dtype=dtype, device=device)
+    return feedback_fill_(out, seed, dist=dist, scale=scale)
+
+
+def seeded_project(
+    x: torch.Tensor,
+    seed: int,
+    cols: int,
+    *,
+    dist: str = "uniform",
+    scale: float = 1.0,
+    transpose: bool = False,
+) -> torch.Tensor:
+    """``x [N, K] @ feedback_matrix(seed, K, cols) -> [N, cols]`` without storing the matrix.
+
+    With ``transpose=True`` it is ``x @ feedback_matrix(seed, cols, K).T``, the gradient of
+    the untransposed form. float16/bfloat16 inputs are accumulated in float32. Differentiable
+    in ``x``.
+    """
+    _check_size("cols", cols)
+    _check_dist(dist)
+    return torch.ops.fastcredit.seeded_project(
+        x, _seed_as_int64(seed), cols, dist, float(scale), bool(transpose)
+    )
+
+
+@torch.library.register_fake("fastcredit::feedback_fill_")
+def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
+    torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
+    return None
+
+
+@torch.library.register_fake("fastcredit::seeded_project")
+def _seeded_project_fake(x, seed, cols, dist="uniform", scale=1.0, transpose=False):
+    torch._check(x.dim() == 2, lambda: f"seeded_project: x must be 2-D, got {x.dim()}-D")
+    return x.new_empty((x.shape[0], cols))
+
+
+def _seeded_project_setup_context(ctx, inputs, output):
+    x, seed, _cols, dist, scale, transpose = inputs
+    ctx.in_features = x.shape[1]
+    ctx.args = (seed, dist, scale, transpose)
+
+
+def _seeded_project_backward(ctx, grad_out):
+    seed, dist, scale, transpose = ctx.args
+    # d(x @ B)/dx = grad @ B^T: the same matrix with the opposite orientation.
+    grad_x = torch.ops.fastcredit.seeded_project(
+        grad_out, seed, ctx.in_features, dist, scale, not transpose
+    )
+    return grad_x, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "fastcredit::seeded_project",
+    _seeded_project_backward,
+    setup_context=_seeded_project_setup_context,
+)

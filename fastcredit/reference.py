@@ -1,0 +1,122 @@
+"""Pure-PyTorch references of every fastcredit op.
+
+Each function here is the specification of the fused op of the same name in
+:mod:`fastcredit.ops`: same signature, plain tensor code, no speed tricks. The tests use
+them as the oracle and as the ``reference`` backend. Depends on torch only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
+DISTS = ("uniform", "normal", "rademacher")
+
+
+def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of a * b for a 32-bit constant a and int64 b < 2**32.
+
+    b is split into 16-bit halves so that no int64 product overflows.
+    """
+    p_lo = a * (b & 0xFFFF)
+    p_hi = a * (b >> 16)
+    lo = (p_lo + ((p_hi & 0xFFFF) << 16)) & _MASK32
+    hi = (p_hi + (p_lo >> 16)) >> 16
+    return hi, lo
+
+
+def philox4x32_10(
+    counter: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], key: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 on int64 tensors holding 32-bit words (Salmon et al., SC'11)."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(_PHILOX_MUL[0], c0)
+        hi1, lo1 = _mulhilo32(_PHILOX_MUL[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _PHILOX_WEYL[0]) & _MASK32
+        k1 = (k1 + _PHILOX_WEYL[1]) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _seed_key(seed: int) -> tuple[int, int]:
+    seed &= (1 << 64) - 1  # an op's int64 seed is read as its 64-bit pattern
+    return seed & _MASK32, seed >> 32
+
+
+def _values_from_words(words: torch.Tensor, dist: str) -> torch.Tensor:
+    """Map Philox words [..., 4] to float64 values [..., 4] of the given distribution."""
+    if dist == "uniform":
+        signed = torch.where(words >= 2**31, words - 2**32, words)
+        return (signed >> 8).to(torch.float64) * 2.0**-23
+    if dist == "rademacher":
+        return (1 - 2 * (words >> 31)).to(torch.float64)
+    if dist == "normal":
+        radius_words, angle_words = words[..., 0::2], words[..., 1::2]
+        u1 = ((radius_words >> 8) + 1).to(torch.float64) * 2.0**-24
+        theta = (2 * math.pi) * ((angle_words >> 8).to(torch.float64) * 2.0**-24)
+        r = torch.sqrt(-2.0 * torch.log(u1))
+        return torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1).flatten(-2)
+    raise ValueError(f"unknown dist {dist!r}; expected one of {DISTS}")
+
+
+def feedback_matrix(
+    seed: int,
+    rows: int,
+    cols: int,
+    *,
+    dist: str = "uniform",
+    scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The seeded feedback matrix F(seed)[:rows, :cols], scaled.
+
+    Entry (r, c) is lane ``c % 4`` of Philox4x32-10 at counter
+    ``(c // 4 mod 2**32, c // 4 >> 32, r mod 2**32, r >> 32)`` under key ``(seed mod 2**32,
+    seed >> 32)``, mapped by ``dist``: uniform on [-1, 1) with 24-bit resolution, Box-Muller
+    normal from lane pairs, or the sign of the top bit.
+    """
+    groups = (cols + 3) // 4
+    row = torch.arange(rows, dtype=torch.int64).repeat_interleave(groups)
+    group = torch.arange(groups, dtype=torch.int64).repeat(rows)
+    counter = (group & _MASK32, group >> 32, row & _MASK32, row >> 32)
+    words = torch.stack(philox4x32_10(counter, _seed_key(seed)), dim=-1)
+    values = _values_from_words(words, dist).reshape(rows, groups * 4)[:, :cols]
+    return (values * scale).to(dtype=dtype, device=device)
+
+
+def feedback_fill_(
+    out: torch.Tensor, seed: int, *, dist: str = "uniform", scale: float = 1.0
+) -> torch.Tensor:
+    """Fill the 2-D tensor ``out`` with ``feedback_matrix(seed, *out.shape, ...)``."""
+    rows, cols = out.shape
+    out.copy_(feedback_matrix(seed, rows, cols, dist=dist, scale=scale, dtype=out.dtype))
+    return out
+
+
+def seeded_project(
+    x: torch.Tensor,
+    seed: int,
+    cols: int,
+    *,
+    dist: str = "uniform",
+    scale: float = 1.0,
+    transpose: bool = False,
+) -> torch.Tensor:
+    """``x [N, K] @ F [K, cols]``, or ``x @ F[cols, K].T`` when ``transpose``.
+
+    Half-precision inputs are computed in float32 and the result rounded back.
+    """
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    k = x.shape[1]
+    if transpose:
+        f = feedback_matrix(seed, cols, k, dist=dist, scale=scale, dtype=acc, device=x.device).T
+    else:
+        f = feedback_matrix(seed, k, cols, dist=dist, scale=scale, dtype=acc, device=x.device)
+    return (x.to(acc) @ f).to(x.dtype)

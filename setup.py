@@ -1,0 +1,101 @@
+"""Builds fastcredit's extensions.
+
+fastcredit._C       op schemas + CPU kernels (always).
+fastcredit._C_cuda  CUDA kernels, when torch is a CUDA build and a CUDA toolkit is found;
+                    FASTCREDIT_CUDA=0/1 forces it off/on.
+Build against the torch you run: `pip install --no-build-isolation -e .`.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+
+
+def find_cuda_home():
+    """The CUDA toolkit root. torch's own guess goes wrong when `nvcc` on PATH is a wrapper
+    script outside the toolkit (it then derives /usr/local), so check for real headers."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    candidates += ["/usr/local/cuda"]
+    for root in filter(None, candidates):
+        if (Path(root) / "include" / "cuda_runtime_api.h").exists():
+            return str(Path(root).resolve())
+    return None
+
+
+cuda_home = find_cuda_home()
+if cuda_home:
+    os.environ["CUDA_HOME"] = cuda_home  # must be set before torch.utils.cpp_extension loads
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "fastcredit/_version.py").read_text())[1]
+
+
+def want_cuda():
+    forced = os.environ.get("FASTCREDIT_CUDA")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise SystemExit(f"FASTCREDIT_CUDA must be 0 or 1, got {forced!r}")
+        if forced == "1" and (torch.version.cuda is None or cuda_home is None):
+            raise SystemExit(
+                "FASTCREDIT_CUDA=1 needs a CUDA build of torch and a CUDA toolkit "
+                f"(torch.version.cuda={torch.version.cuda}, CUDA toolkit={cuda_home})"
+            )
+        return forced == "1"
+    return torch.version.cuda is not None and cuda_home is not None
+
+
+with_cuda = want_cuda()
+if with_cuda:
+    # With no GPU present torch cannot infer the arch list and its build helper crashes.
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else ""
+
+debug = os.environ.get("FASTCREDIT_DEBUG") == "1"
+# -ffp-contract=off: no FMA contraction, so seeded matrices are bit-identical on every device.
+cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off", "-g" if debug else "-g0"]
+defines = [
+    ("FASTCREDIT_VERSION", f'"{VERSION}"'),
+    ("FASTCREDIT_TORCH_VERSION", f'"{torch.__version__}"'),
+    ("FASTCREDIT_WITH_CUDA", "1" if with_cuda else "0"),
+    ("FASTCREDIT_CUDA_ARCHS", f'"{cuda_archs}"'),
+]
+include_dirs = [str(ROOT / "csrc")]
+
+ext_modules = [
+    CppExtension(
+        "fastcredit._C",
+        sources=["csrc/ops.cpp", "csrc/module.cpp", "csrc/cpu/projection.cpp"],
+        include_dirs=include_dirs,
+        define_macros=defines,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+]
+if with_cuda:
+    ext_modules.append(
+        CUDAExtension(
+            "fastcredit._C_cuda",
+            sources=["csrc/ops_cuda.cpp", "csrc/cuda/projection.cu"],
+            include_dirs=include_dirs,
+            extra_compile_args={
+                "cxx": cxx_flags,
+                "nvcc": ["-O3", "-std=c++20", "-Xptxas", "-warn-spills"],
+            },
+        )
+    )
+
+setup(
+    version=VERSION,
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
