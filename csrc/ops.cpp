@@ -1,8 +1,9 @@
-// Op schemas (the one place they are declared) and the CPU registrations.
+// The fastcredit op library (schemas from schemas.h) and its CPU registrations.
 #include <torch/library.h>
 
 #include "checks.h"
 #include "cpu/kernels.h"
+#include "schemas.h"
 
 namespace fastcredit {
 namespace {
@@ -22,14 +23,7 @@ at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
 
 }  // namespace
 
-TORCH_LIBRARY(fastcredit, m) {
-  // out[r, c] = scale * F(seed)[r, c]; F's entries depend only on (seed, r, c).
-  m.def("feedback_fill_(Tensor(a!) out, int seed, str dist=\"uniform\", float scale=1.0) -> ()");
-  // x @ F(seed)[:K, :cols] (or x @ F(seed)[:cols, :K].T when transpose), F never stored.
-  m.def(
-      "seeded_project(Tensor x, int seed, SymInt cols, str dist=\"uniform\", float scale=1.0, "
-      "bool transpose=False) -> Tensor");
-}
+TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
 
 TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_cpu);

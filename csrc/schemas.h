@@ -1,0 +1,18 @@
+// The op schemas, declared once: csrc/ops.cpp defines them in the `fastcredit` namespace, and
+// the test-only emulated library defines the same ones in `fastcredit_emu`.
+#pragma once
+
+#include <torch/library.h>
+
+namespace fastcredit {
+
+inline void define_op_schemas(torch::Library& m) {
+  // out[r, c] = scale * F(seed)[r, c]; F's entries depend only on (seed, r, c).
+  m.def("feedback_fill_(Tensor(a!) out, int seed, str dist=\"uniform\", float scale=1.0) -> ()");
+  // x @ F(seed)[:K, :cols] (or x @ F(seed)[:cols, :K].T when transpose), F never stored.
+  m.def(
+      "seeded_project(Tensor x, int seed, SymInt cols, str dist=\"uniform\", float scale=1.0, "
+      "bool transpose=False) -> Tensor");
+}
+
+}  // namespace fastcredit
