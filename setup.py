@@ -3,6 +3,8 @@
 fastcredit._C       op schemas + CPU kernels (always).
 fastcredit._C_cuda  CUDA kernels, when torch is a CUDA build and a CUDA toolkit is found;
                     FASTCREDIT_CUDA=0/1 forces it off/on.
+fastcredit._C_emu   tests only, with FASTCREDIT_EMULATE_CUDA=1: the CUDA kernels compiled
+                    by the host compiler through tests/cuda_emu/cuda_emu.h, run on the CPU.
 Build against the torch you run: `pip install --no-build-isolation -e .`.
 """
 
@@ -91,6 +93,19 @@ if with_cuda:
                 "cxx": cxx_flags,
                 "nvcc": ["-O3", "-std=c++20", "-Xptxas", "-warn-spills"],
             },
+        )
+    )
+
+if os.environ.get("FASTCREDIT_EMULATE_CUDA") == "1":
+    ext_modules.append(
+        CppExtension(
+            "fastcredit._C_emu",
+            sources=["tests/cuda_emu/ops_emu.cpp"],
+            include_dirs=include_dirs + [str(ROOT / "tests" / "cuda_emu")],
+            # Fibers: 6-12x faster than one OS thread per CUDA thread; TSan runs elsewhere.
+            define_macros=[("FC_EMU_FIBERS", "1")],
+            # g++ cannot silence `#pragma unroll` warnings from inside the header
+            extra_compile_args={"cxx": cxx_flags + ["-Wno-unknown-pragmas"]},
         )
     )
 

@@ -1,0 +1,41 @@
+// fastcredit._C_emu (tests only, built with FASTCREDIT_EMULATE_CUDA=1): the CUDA kernels,
+// compiled by the host compiler through the emulation header and registered as the ops of
+// `torch.ops.fastcredit_emu` on CPU tensors. Same schemas and the same tensor glue
+// (csrc/device_ops.h) as the real CUDA registration; only the stream is a placeholder.
+#include <Python.h>
+#include <torch/library.h>
+
+// clang-format off: the emulation header must come before any kernel source
+#include "cuda_emu.h"
+#include "cuda/projection.cuh"
+// clang-format on
+#include "device_ops.h"
+#include "schemas.h"
+
+namespace fastcredit {
+namespace {
+
+void feedback_fill_emu(at::Tensor& out, int64_t seed, const std::string& dist, double scale) {
+  device::feedback_fill(out, seed, dist, scale, nullptr);
+}
+
+at::Tensor seeded_project_emu(const at::Tensor& x, int64_t seed, int64_t cols,
+                              const std::string& dist, double scale, bool transpose) {
+  return device::seeded_project(x, seed, cols, dist, scale, transpose, nullptr);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
+
+TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
+  m.impl("feedback_fill_", &feedback_fill_emu);
+  m.impl("seeded_project", &seeded_project_emu);
+}
+
+}  // namespace fastcredit
+
+extern "C" PyMODINIT_FUNC PyInit__C_emu() {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_emu", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
