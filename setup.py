@@ -73,10 +73,16 @@ defines = [
 ]
 include_dirs = [str(ROOT / "csrc")]
 
+
+def sources(pattern):
+    """Relative paths (setuptools wants them) of the files matching pattern, sorted."""
+    return sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pattern))
+
+
 ext_modules = [
     CppExtension(
         "fastcredit._C",
-        sources=["csrc/ops.cpp", "csrc/module.cpp", "csrc/cpu/projection.cpp"],
+        sources=["csrc/ops.cpp", "csrc/module.cpp", *sources("csrc/cpu/*.cpp")],
         include_dirs=include_dirs,
         define_macros=defines,
         extra_compile_args={"cxx": cxx_flags},
@@ -87,7 +93,7 @@ if with_cuda:
     ext_modules.append(
         CUDAExtension(
             "fastcredit._C_cuda",
-            sources=["csrc/ops_cuda.cpp", "csrc/cuda/projection.cu"],
+            sources=["csrc/ops_cuda.cpp", *sources("csrc/cuda/*.cu")],
             include_dirs=include_dirs,
             extra_compile_args={
                 "cxx": cxx_flags,

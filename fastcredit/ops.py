@@ -12,6 +12,10 @@ from .reference import DISTS
 
 _UINT64_LIMIT = 1 << 64
 
+# The op library the wrappers call. Tests point it at torch.ops.fastcredit_emu (the CUDA kernels
+# run in emulation) to run the same wrappers, layers and autograd formulas on those kernels.
+_lib = torch.ops.fastcredit
+
 
 def _seed_as_int64(seed: int) -> int:
     """Seeds are 64-bit patterns: accept 0 <= seed < 2**64, pass them as signed int64."""
@@ -44,7 +48,7 @@ def feedback_fill_(
     "rademacher" (+-1); every value is multiplied by ``scale``.
     """
     _check_dist(dist)
-    torch.ops.fastcredit.feedback_fill_(out, _seed_as_int64(seed), dist, float(scale))
+    _lib.feedback_fill_(out, _seed_as_int64(seed), dist, float(scale))
     return out
 
 
@@ -86,18 +90,14 @@ def seeded_project(
     """
     _check_size("cols", cols)
     _check_dist(dist)
-    return torch.ops.fastcredit.seeded_project(
-        x, _seed_as_int64(seed), cols, dist, float(scale), bool(transpose)
-    )
+    return _lib.seeded_project(x, _seed_as_int64(seed), cols, dist, float(scale), bool(transpose))
 
 
-@torch.library.register_fake("fastcredit::feedback_fill_")
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
     torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
     return None
 
 
-@torch.library.register_fake("fastcredit::seeded_project")
 def _seeded_project_fake(x, seed, cols, dist="uniform", scale=1.0, transpose=False):
     torch._check(x.dim() == 2, lambda: f"seeded_project: x must be 2-D, got {x.dim()}-D")
     return x.new_empty((x.shape[0], cols))
@@ -109,17 +109,27 @@ def _seeded_project_setup_context(ctx, inputs, output):
     ctx.args = (seed, dist, scale, transpose)
 
 
-def _seeded_project_backward(ctx, grad_out):
-    seed, dist, scale, transpose = ctx.args
-    # d(x @ B)/dx = grad @ B^T: the same matrix with the opposite orientation.
-    grad_x = torch.ops.fastcredit.seeded_project(
-        grad_out, seed, ctx.in_features, dist, scale, not transpose
+def _seeded_project_backward(op):
+    def backward(ctx, grad_out):
+        seed, dist, scale, transpose = ctx.args
+        # d(x @ B)/dx = grad @ B^T: the same matrix with the opposite orientation.
+        grad_x = op(grad_out, seed, ctx.in_features, dist, scale, not transpose)
+        return grad_x, None, None, None, None, None
+
+    return backward
+
+
+def register_python_impls(namespace: str) -> None:
+    """Fake impls and autograd formulas for the ops of ``namespace``: ``fastcredit``, or the
+    test-only ``fastcredit_emu`` whose ops have the same schemas."""
+    lib = getattr(torch.ops, namespace)
+    torch.library.register_fake(f"{namespace}::feedback_fill_", _feedback_fill_fake)
+    torch.library.register_fake(f"{namespace}::seeded_project", _seeded_project_fake)
+    torch.library.register_autograd(
+        f"{namespace}::seeded_project",
+        _seeded_project_backward(lib.seeded_project),
+        setup_context=_seeded_project_setup_context,
     )
-    return grad_x, None, None, None, None, None
 
 
-torch.library.register_autograd(
-    "fastcredit::seeded_project",
-    _seeded_project_backward,
-    setup_context=_seeded_project_setup_context,
-)
+register_python_impls("fastcredit")

@@ -3,15 +3,20 @@
 reference      fastcredit.reference (pure PyTorch, the oracle)
 cpu            the C++ CPU kernels
 cuda_emulated  the CUDA kernels compiled as C++ and run on the CPU by the emulation header
-               (fastcredit._C_emu, built with FASTCREDIT_EMULATE_CUDA=1)
+               (fastcredit._C_emu, built with FASTCREDIT_EMULATE_CUDA=1), called through the
+               same Python wrappers as the real ops
 cuda           the CUDA kernels on a real GPU (skipped: no machine here has one)
+
+`backend.op(name)` is the function `fastcredit.ops.<name>` (or `reference.<name>`) running
+on that backend; tests allocate on `backend.device`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -20,51 +25,70 @@ import fastcredit
 from fastcredit import ops, reference
 
 
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    device: str
-    feedback_fill_: Callable
-    seeded_project: Callable
-    # The emulator runs ~1000x slower than native code: tests shrink their shapes for it.
-    slow: bool = False
-
-    def feedback_matrix(self, seed, rows, cols, *, dist="uniform", scale=1.0, dtype=torch.float32):
-        out = torch.empty((rows, cols), dtype=dtype, device=self.device)
-        self.feedback_fill_(out, seed, dist=dist, scale=scale)
-        return out
-
-
-def _emulated_ops():
-    """torch.ops.fastcredit_emu, or None when the emulated library was not built."""
+@functools.cache
+def _emulated_library():
+    """torch.ops.fastcredit_emu with its Python impls registered, or None when not built."""
     try:
         importlib.import_module("fastcredit._C_emu")
     except ImportError:
         return None
+    ops.register_python_impls("fastcredit_emu")
     return torch.ops.fastcredit_emu
 
 
-def _emu_fill(out, seed, *, dist="uniform", scale=1.0):
-    _emulated_ops().feedback_fill_(out, ops._seed_as_int64(seed), dist, float(scale))
-    return out
+@contextlib.contextmanager
+def emulated_kernels():
+    """Route fastcredit.ops (and everything built on it) to the emulated CUDA kernels."""
+    previous, ops._lib = ops._lib, _emulated_library()
+    try:
+        yield
+    finally:
+        ops._lib = previous
 
 
-def _emu_project(x, seed, cols, *, dist="uniform", scale=1.0, transpose=False):
-    return _emulated_ops().seeded_project(
-        x, ops._seed_as_int64(seed), cols, dist, float(scale), transpose
-    )
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    device: str
+    # The emulator runs ~1000x slower than native code: tests shrink their shapes for it.
+    slow: bool = False
+
+    def op(self, name: str):
+        if self.name == "reference":
+            return getattr(reference, name)
+        function = getattr(ops, name)
+        if self.name != "cuda_emulated":
+            return function
+
+        @functools.wraps(function)
+        def emulated(*args, **kwargs):
+            with emulated_kernels():
+                return function(*args, **kwargs)
+
+        return emulated
+
+    def library(self):
+        """The torch.ops namespace holding this backend's kernels (for opcheck)."""
+        if self.name == "reference":
+            raise ValueError("the reference backend has no op library")
+        return _emulated_library() if self.name == "cuda_emulated" else torch.ops.fastcredit
+
+    def feedback_matrix(self, seed, rows, cols, *, dist="uniform", scale=1.0, dtype=torch.float32):
+        out = torch.empty((rows, cols), dtype=dtype, device=self.device)
+        self.op("feedback_fill_")(out, seed, dist=dist, scale=scale)
+        return out
 
 
 BACKENDS = {
-    "reference": Backend("reference", "cpu", reference.feedback_fill_, reference.seeded_project),
-    "cpu": Backend("cpu", "cpu", ops.feedback_fill_, ops.seeded_project),
-    "cuda_emulated": Backend("cuda_emulated", "cpu", _emu_fill, _emu_project, slow=True),
-    "cuda": Backend("cuda", "cuda", ops.feedback_fill_, ops.seeded_project),
+    "reference": Backend("reference", "cpu"),
+    "cpu": Backend("cpu", "cpu"),
+    "cuda_emulated": Backend("cuda_emulated", "cpu", slow=True),
+    "cuda": Backend("cuda", "cuda"),
 }
 
 
 def skip_reason(name: str) -> str | None:
-    if name == "cuda_emulated" and _emulated_ops() is None:
+    if name == "cuda_emulated" and _emulated_library() is None:
         return "fastcredit._C_emu not built (build with FASTCREDIT_EMULATE_CUDA=1)"
     if name == "cuda":
         if not fastcredit.cuda_kernels_available():

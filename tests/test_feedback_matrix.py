@@ -221,7 +221,7 @@ def test_full_64_bit_seeds_are_distinct():
 def test_fill_rejects_bad_outputs(native):
     import backends
 
-    fill = backends.get(native).feedback_fill_
+    fill = backends.get(native).op("feedback_fill_")
     with pytest.raises(RuntimeError, match="out must be 2-D"):
         fill(torch.empty(3), 0)
     with pytest.raises(RuntimeError, match="out must be float32, float64, float16 or bfloat16"):
@@ -237,8 +237,9 @@ def test_empty_matrices():
     assert fastcredit.feedback_matrix(0, 5, 0).shape == (5, 0)
 
 
-def test_opcheck_feedback_fill():
+def test_opcheck_feedback_fill(native_backend):
+    op = native_backend.library().feedback_fill_
     for dtype in (torch.float32, torch.float64):
         for shape in ((1, 1), (7, 33), (33, 7)):
-            out = torch.empty(shape, dtype=dtype)
-            torch.library.opcheck(torch.ops.fastcredit.feedback_fill_, (out, 3, "normal", 0.5))
+            out = torch.empty(shape, dtype=dtype, device=native_backend.device)
+            torch.library.opcheck(op, (out, 3, "normal", 0.5))

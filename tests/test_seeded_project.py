@@ -30,7 +30,7 @@ def _x(n, k, dtype=torch.float64, seed=0):
 def test_equals_x_times_feedback_matrix_float64(native_backend, dist, transpose):
     for n, k, cols in _shapes(native_backend):
         x = _x(n, k).to(native_backend.device)
-        got = native_backend.seeded_project(x, 99, cols, dist=dist, scale=0.7, transpose=transpose)
+        got = native_backend.op("seeded_project")(x, 99, cols, dist=dist, scale=0.7, transpose=transpose)
         f = reference.feedback_matrix(
             99, *((cols, k) if transpose else (k, cols)), dist=dist, scale=0.7,
             dtype=torch.float64)
@@ -42,7 +42,7 @@ def test_equals_x_times_feedback_matrix_float64(native_backend, dist, transpose)
 def test_reference_backend_agrees_with_explicit_matmul(backend):
     x = _x(5, 9)
     want = x @ fastcredit.feedback_matrix(3, 9, 11, dtype=torch.float64)
-    torch.testing.assert_close(backend.seeded_project(x.to(backend.device), 3, 11).cpu(), want,
+    torch.testing.assert_close(backend.op("seeded_project")(x.to(backend.device), 3, 11).cpu(), want,
                                rtol=1e-12, atol=1e-12)
 
 
@@ -50,7 +50,7 @@ def test_float32_close_to_float64(native_backend):
     n, k, cols = (9, 40, 70) if native_backend.slow else (50, 300, 270)
     x = _x(n, k)
     want = reference.seeded_project(x, 5, cols, dist="normal")
-    got = native_backend.seeded_project(x.float().to(native_backend.device), 5, cols,
+    got = native_backend.op("seeded_project")(x.float().to(native_backend.device), 5, cols,
                                         dist="normal")
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4 * k**0.5)
@@ -62,7 +62,7 @@ def test_half_precision_accumulates_in_float32(native_backend, dtype):
     # accumulation leaves only the output rounding.
     k = 300 if native_backend.slow else 2000
     x = _x(3, k).to(dtype)
-    got = native_backend.seeded_project(x.to(native_backend.device), 8, 5).cpu()
+    got = native_backend.op("seeded_project")(x.to(native_backend.device), 8, 5).cpu()
     assert got.dtype == dtype
     want = (x.float() @ fastcredit.feedback_matrix(8, k, 5)).to(dtype)
     eps = torch.finfo(dtype).eps
@@ -72,13 +72,13 @@ def test_half_precision_accumulates_in_float32(native_backend, dtype):
 def test_non_contiguous_inputs(native_backend):
     base = _x(40, 50)
     for x in (base.T, base[::3, 1::2], base[:, :17], base[5:6].expand(7, 50)):
-        got = native_backend.seeded_project(x.to(native_backend.device), 4, 19)
+        got = native_backend.op("seeded_project")(x.to(native_backend.device), 4, 19)
         want = x @ reference.feedback_matrix(4, x.shape[1], 19, dtype=torch.float64)
         torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
 
 
 def test_empty_dimensions(native_backend):
-    project = native_backend.seeded_project
+    project = native_backend.op("seeded_project")
     assert project(_x(0, 5), 1, 4).shape == (0, 4)
     assert project(_x(3, 5), 1, 0).shape == (3, 0)
     zero_k = project(_x(3, 0), 1, 4)
@@ -108,23 +108,22 @@ def test_gradient_is_grad_times_feedback_transposed():
 
 
 @pytest.mark.parametrize("transpose", [False, True])
-def test_gradcheck(transpose):
-    x = _x(4, 7).requires_grad_()
+def test_gradcheck(native_backend, transpose):
+    project = native_backend.op("seeded_project")
+    x = _x(4, 7).to(native_backend.device).requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda t: fastcredit.seeded_project(t, 3, 5, dist="rademacher", transpose=transpose), (x,)
+        lambda t: project(t, 3, 5, dist="rademacher", transpose=transpose), (x,)
     )
-    assert torch.autograd.gradgradcheck(
-        lambda t: fastcredit.seeded_project(t, 3, 5, transpose=transpose), (x,)
-    )
+    assert torch.autograd.gradgradcheck(lambda t: project(t, 3, 5, transpose=transpose), (x,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(dtype):
+def test_opcheck(native_backend, dtype):
+    op = native_backend.library().seeded_project
     for n, k, cols in [(1, 1, 1), (7, 33, 5), (33, 5, 70)]:
         for transpose in (False, True):
-            x = _x(n, k, dtype=dtype).requires_grad_()
-            torch.library.opcheck(torch.ops.fastcredit.seeded_project,
-                                  (x, 12, cols, "normal", 0.5, transpose))
+            x = _x(n, k, dtype=dtype).to(native_backend.device).requires_grad_()
+            torch.library.opcheck(op, (x, 12, cols, "normal", 0.5, transpose))
 
 
 def test_peak_memory_is_a_tile_not_the_matrix():
@@ -151,7 +150,7 @@ def test_peak_memory_is_a_tile_not_the_matrix():
 def test_rejects_bad_inputs_with_named_problem(native):
     import backends
 
-    project = backends.get(native).seeded_project
+    project = backends.get(native).op("seeded_project")
     with pytest.raises(RuntimeError, match=r"x must be 2-D \[N, K\], got 3-D"):
         project(torch.zeros(2, 3, 4), 0, 5)
     with pytest.raises(RuntimeError, match="x must be float32, float64, float16 or bfloat16"):
