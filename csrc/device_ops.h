@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
 #include "checks.h"
 #include "cuda/launchers.h"
@@ -66,6 +67,34 @@ inline at::Tensor seeded_project(const at::Tensor& x, int64_t seed, int64_t cols
                                       transpose, stream);
   }
   check_launch(err, "seeded_project");
+  return out;
+}
+
+inline at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displacement,
+                            double beta, const std::string& activation, const std::string& error,
+                            bool use_fprime, double negative_slope, cudaStream_t stream) {
+  check_lra_error_args(pre_activation, displacement, beta, negative_slope);
+  const Activation act = parse_activation(activation);
+  const LocalError err = parse_local_error(error);
+  if (!has_kernel_dtype(pre_activation)) {
+    return lra_error(pre_activation.to(at::kFloat), displacement.to(at::kFloat), beta,
+                     activation, error, use_fprime, negative_slope, stream)
+        .to(pre_activation.scalar_type());
+  }
+  const at::Tensor a = pre_activation.contiguous();
+  const at::Tensor d = displacement.contiguous();
+  at::Tensor out = at::empty_like(a, at::MemoryFormat::Contiguous);
+  cudaError_t status;
+  if (a.scalar_type() == at::kDouble) {
+    status = cuda::launch_lra_error(a.const_data_ptr<double>(), d.const_data_ptr<double>(),
+                                    out.data_ptr<double>(), a.numel(), beta, act, err, use_fprime,
+                                    negative_slope, stream);
+  } else {
+    status = cuda::launch_lra_error(a.const_data_ptr<float>(), d.const_data_ptr<float>(),
+                                    out.data_ptr<float>(), a.numel(), beta, act, err, use_fprime,
+                                    negative_slope, stream);
+  }
+  check_launch(status, "lra_error");
   return out;
 }
 

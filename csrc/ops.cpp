@@ -21,6 +21,14 @@ at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
                              transpose);
 }
 
+at::Tensor lra_error_cpu(const at::Tensor& a, const at::Tensor& d, double beta,
+                         const std::string& activation, const std::string& error,
+                         bool use_fprime, double negative_slope) {
+  check_lra_error_args(a, d, beta, negative_slope);
+  return cpu::lra_error(a, d, beta, parse_activation(activation), parse_local_error(error),
+                        use_fprime, negative_slope);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
@@ -28,6 +36,7 @@ TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
 TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_cpu);
   m.impl("seeded_project", &seeded_project_cpu);
+  m.impl("lra_error", &lra_error_cpu);
 }
 
 }  // namespace fastcredit

@@ -21,11 +21,20 @@ at::Tensor seeded_project_cuda(const at::Tensor& x, int64_t seed, int64_t cols,
                                 c10::cuda::getCurrentCUDAStream());
 }
 
+at::Tensor lra_error_cuda(const at::Tensor& a, const at::Tensor& d, double beta,
+                          const std::string& activation, const std::string& error,
+                          bool use_fprime, double negative_slope) {
+  const c10::cuda::CUDAGuard guard(a.device());
+  return device::lra_error(a, d, beta, activation, error, use_fprime, negative_slope,
+                           c10::cuda::getCurrentCUDAStream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcredit, CUDA, m) {
   m.impl("feedback_fill_", &feedback_fill_cuda);
   m.impl("seeded_project", &seeded_project_cuda);
+  m.impl("lra_error", &lra_error_cuda);
 }
 
 }  // namespace fastcredit

@@ -13,6 +13,11 @@ inline void define_op_schemas(torch::Library& m) {
   m.def(
       "seeded_project(Tensor x, int seed, SymInt cols, str dist=\"uniform\", float scale=1.0, "
       "bool transpose=False) -> Tensor");
+  // LRA-E error units: e = err(f(a), f(a - beta d)) [* f'(a) when use_fprime], elementwise.
+  m.def(
+      "lra_error(Tensor pre_activation, Tensor displacement, float beta, "
+      "str activation=\"tanh\", str error=\"gaussian\", bool use_fprime=False, "
+      "float negative_slope=0.01) -> Tensor");
 }
 
 }  // namespace fastcredit

@@ -23,8 +23,8 @@ except ImportError as error:  # noqa: F841 - kept for cuda_kernels_status()
 else:
     _cuda_import_error = None
 
-from . import ops, reference  # noqa: E402
-from .ops import feedback_fill_, feedback_matrix, seeded_project  # noqa: E402
+from . import data, nn, ops, reference  # noqa: E402
+from .ops import feedback_fill_, feedback_matrix, lra_error, seeded_project  # noqa: E402
 
 
 def cuda_kernels_available() -> bool:
@@ -61,6 +61,9 @@ __all__ = [
     "cuda_kernels_available",
     "feedback_fill_",
     "feedback_matrix",
+    "lra_error",
+    "data",
+    "nn",
     "ops",
     "reference",
     "seeded_project",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import DISTS
+from .reference import ACTIVATIONS, DISTS
 
 _UINT64_LIMIT = 1 << 64
 
@@ -93,6 +93,29 @@ def seeded_project(
     return _lib.seeded_project(x, _seed_as_int64(seed), cols, dist, float(scale), bool(transpose))
 
 
+def lra_error(
+    pre_activation: torch.Tensor,
+    displacement: torch.Tensor,
+    beta: float,
+    activation: str = "tanh",
+    error: str = "gaussian",
+    use_fprime: bool = False,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """LRA-E error units in one pass: ``a, d [any shape] -> e [same shape]``.
+
+    The target is ``y = f(a - beta * d)``; ``e = f(a) - y`` (``error="gaussian"``) or
+    ``2 (f(a) - y) / (1 + (f(a) - y)^2)`` (``"cauchy"``), multiplied by ``f'(a)`` when
+    ``use_fprime`` (sign uses the surrogate derivative ``1{|a| <= 1}``).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    if error not in ("gaussian", "cauchy"):
+        raise ValueError(f"unknown error {error!r}; expected 'gaussian' or 'cauchy'")
+    return _lib.lra_error(pre_activation, displacement, float(beta), activation, error,
+                          bool(use_fprime), float(negative_slope))
+
+
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
     torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
     return None
@@ -101,6 +124,13 @@ def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
 def _seeded_project_fake(x, seed, cols, dist="uniform", scale=1.0, transpose=False):
     torch._check(x.dim() == 2, lambda: f"seeded_project: x must be 2-D, got {x.dim()}-D")
     return x.new_empty((x.shape[0], cols))
+
+
+def _lra_error_fake(pre_activation, displacement, beta, activation="tanh", error="gaussian",
+                    use_fprime=False, negative_slope=0.01):
+    torch._check(pre_activation.shape == displacement.shape,
+                 lambda: "lra_error: pre_activation and displacement must have the same shape")
+    return torch.empty_like(pre_activation, memory_format=torch.contiguous_format)
 
 
 def _seeded_project_setup_context(ctx, inputs, output):
@@ -125,6 +155,7 @@ def register_python_impls(namespace: str) -> None:
     lib = getattr(torch.ops, namespace)
     torch.library.register_fake(f"{namespace}::feedback_fill_", _feedback_fill_fake)
     torch.library.register_fake(f"{namespace}::seeded_project", _seeded_project_fake)
+    torch.library.register_fake(f"{namespace}::lra_error", _lra_error_fake)
     torch.library.register_autograd(
         f"{namespace}::seeded_project",
         _seeded_project_backward(lib.seeded_project),

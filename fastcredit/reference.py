@@ -120,3 +120,62 @@ def seeded_project(
     else:
         f = feedback_matrix(seed, k, cols, dist=dist, scale=scale, dtype=acc, device=x.device)
     return (x.to(acc) @ f).to(x.dtype)
+
+
+ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "relu6", "softplus", "gelu",
+               "sign")
+
+
+def activation_value(x: torch.Tensor, name: str, negative_slope: float = 0.01) -> torch.Tensor:
+    """f(x) for every activation the kernels know (torch's definitions; sign(0) = 0)."""
+    functions = {
+        "identity": lambda t: t,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "relu": torch.relu,
+        "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, negative_slope),
+        "relu6": torch.nn.functional.relu6,
+        "softplus": torch.nn.functional.softplus,
+        "gelu": torch.nn.functional.gelu,
+        "sign": torch.sign,
+    }
+    if name not in functions:
+        raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+    return functions[name](x)
+
+
+def activation_grad(x: torch.Tensor, name: str, negative_slope: float = 0.01) -> torch.Tensor:
+    """f'(x) as torch's backward computes it; for sign, the surrogate 1{|x| <= 1}."""
+    if name == "sign":
+        return (x.abs() <= 1).to(x.dtype)
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(activation_value(leaf, name, negative_slope).sum(), leaf)
+    return grad
+
+
+def lra_error(
+    pre_activation: torch.Tensor,
+    displacement: torch.Tensor,
+    beta: float,
+    activation: str = "tanh",
+    error: str = "gaussian",
+    use_fprime: bool = False,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """LRA-E error units of a layer, elementwise over any shape.
+
+    target ``y = f(a - beta * d)``; ``e = f(a) - y`` ("gaussian") or
+    ``2 (f(a) - y) / (1 + (f(a) - y)**2)`` ("cauchy"); times ``f'(a)`` when ``use_fprime``.
+    Half-precision inputs are computed in float32.
+    """
+    if error not in ("gaussian", "cauchy"):
+        raise ValueError(f"unknown error {error!r}; expected 'gaussian' or 'cauchy'")
+    a = pre_activation.to(torch.float64 if pre_activation.dtype == torch.float64 else torch.float32)
+    d = displacement.to(a.dtype)
+    diff = activation_value(a, activation, negative_slope) - activation_value(
+        a - beta * d, activation, negative_slope)
+    e = diff if error == "gaussian" else 2 * diff / (1 + diff * diff)
+    if use_fprime:
+        e = e * activation_grad(a, activation, negative_slope)
+    return e.to(pre_activation.dtype)

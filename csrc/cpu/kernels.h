@@ -3,6 +3,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "fastcredit/activations.h"
+#include "fastcredit/lra_error.h"
 #include "fastcredit/philox.h"
 
 namespace fastcredit::cpu {
@@ -11,5 +13,9 @@ void feedback_fill(at::Tensor& out, uint64_t seed, Dist dist, double scale);
 
 at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist dist,
                           double scale, bool transpose);
+
+at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displacement,
+                     double beta, Activation activation, LocalError error, bool use_fprime,
+                     double negative_slope);
 
 }  // namespace fastcredit::cpu

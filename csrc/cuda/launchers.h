@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "fastcredit/lra_error.h"
 #include "fastcredit/philox.h"
 
 namespace fastcredit::cuda {
@@ -28,5 +29,11 @@ cudaError_t launch_seeded_project(const T* x, int64_t n, int64_t k, int64_t stri
 
 // Largest `cols` launch_seeded_project accepts: grid.y limit (65535) times the column tile.
 constexpr int64_t kSeededProjectMaxCols = 65535 * 64;
+
+// out[i] = LRA-E error unit of (a[i], d[i]) over `count` contiguous elements.
+template <typename T>
+cudaError_t launch_lra_error(const T* a, const T* d, T* out, int64_t count, double beta,
+                             Activation activation, LocalError error, bool use_fprime,
+                             double negative_slope, cudaStream_t stream);
 
 }  // namespace fastcredit::cuda

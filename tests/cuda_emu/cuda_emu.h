@@ -738,6 +738,7 @@ inline void record_launch(const char* kernel_expr) {
   static const char* const path = std::getenv("FC_EMU_LAUNCH_LOG");
   if (!path) return;
   std::string name(kernel_expr);
+  name = name.substr(name.find_first_not_of("( "));  // FC_LAUNCH(..., (k<A, B>)) is allowed
   name = name.substr(0, name.find('<'));
   name = name.substr(name.rfind(':') == std::string::npos ? 0 : name.rfind(':') + 1);
   static std::mutex log_mutex;

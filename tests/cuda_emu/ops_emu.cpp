@@ -7,6 +7,7 @@
 
 // clang-format off: the emulation header must come before any kernel source
 #include "cuda_emu.h"
+#include "cuda/lra.cuh"
 #include "cuda/projection.cuh"
 // clang-format on
 #include "device_ops.h"
@@ -24,6 +25,12 @@ at::Tensor seeded_project_emu(const at::Tensor& x, int64_t seed, int64_t cols,
   return device::seeded_project(x, seed, cols, dist, scale, transpose, nullptr);
 }
 
+at::Tensor lra_error_emu(const at::Tensor& a, const at::Tensor& d, double beta,
+                         const std::string& activation, const std::string& error,
+                         bool use_fprime, double negative_slope) {
+  return device::lra_error(a, d, beta, activation, error, use_fprime, negative_slope, nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
@@ -31,6 +38,7 @@ TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
 TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_emu);
   m.impl("seeded_project", &seeded_project_emu);
+  m.impl("lra_error", &lra_error_emu);
 }
 
 }  // namespace fastcredit

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "cuda/lra.cuh"
 #include "cuda/projection.cuh"
 
 using namespace fastcredit;
@@ -87,6 +88,36 @@ static void check_seeded_project(int64_t n, int64_t k, int64_t cols, bool transp
   cudaFree(out);
 }
 
+template <typename T>
+static void check_lra_error(Activation activation, LocalError error, bool use_fprime) {
+  const int64_t count = 1000;  // more than one block of 256 threads, not a multiple of it
+  std::vector<T> a_host(count), d_host(count);
+  for (int64_t i = 0; i < count; ++i) {
+    a_host[i] = static_cast<T>(3 * std::sin(0.37 * i));
+    d_host[i] = static_cast<T>(std::cos(0.11 * i));
+  }
+  T* a = device_copy(a_host);
+  T* d = device_copy(d_host);
+  T* out = nullptr;
+  cudaMalloc(reinterpret_cast<void**>(&out), count * sizeof(T));
+  if (cuda::launch_lra_error(a, d, out, count, 0.3, activation, error, use_fprime, 0.05,
+                             nullptr) != cudaSuccess)
+    ++failures;
+  const std::vector<T> got = host_copy(out, count);
+  dispatch_activation(activation, [&](auto act) {
+    dispatch_local_error(error, [&](auto err) {
+      for (int64_t i = 0; i < count; ++i) {
+        const T want = lra_error_unit<decltype(act)::value, decltype(err)::value, T>(
+            a_host[i], d_host[i], T(0.3), T(0.05), use_fprime);
+        expect_close(got[i], want, 0, "lra_error", int(activation), long(i));
+      }
+    });
+  });
+  cudaFree(a);
+  cudaFree(d);
+  cudaFree(out);
+}
+
 int main() {
   for (Dist dist : {Dist::kUniform, Dist::kNormal, Dist::kRademacher}) {
     check_feedback_fill<float>(5, 7, dist);
@@ -97,6 +128,9 @@ int main() {
   check_seeded_project<double>(3, 33, 70, true, Dist::kUniform);
   check_seeded_project<float>(65, 1, 3, false, Dist::kRademacher);
   check_seeded_project<float>(1, 20, 129, true, Dist::kNormal);
+  check_lra_error<double>(Activation::kTanh, LocalError::kGaussian, false);
+  check_lra_error<float>(Activation::kSign, LocalError::kCauchy, true);
+  check_lra_error<double>(Activation::kSoftplus, LocalError::kCauchy, true);
   if (cudaGetLastError() != cudaSuccess) ++failures;
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);
