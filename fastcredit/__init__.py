@@ -23,7 +23,7 @@ except ImportError as error:  # noqa: F841 - kept for cuda_kernels_status()
 else:
     _cuda_import_error = None
 
-from . import data, nn, ops, reference  # noqa: E402
+from . import data, diagnostics, nn, ops, reference  # noqa: E402
 from .ops import feedback_fill_, feedback_matrix, lra_error, seeded_project  # noqa: E402
 
 
@@ -63,6 +63,7 @@ __all__ = [
     "feedback_matrix",
     "lra_error",
     "data",
+    "diagnostics",
     "nn",
     "ops",
     "reference",

@@ -1,0 +1,68 @@
+"""fastcredit.diagnostics: alignment with backprop, checked against hand computations."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import fastcredit
+from fastcredit.nn import LRA
+
+
+def _batch(n=8, d=12, classes=4):
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(n, d, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, classes, (n,), generator=generator)
+    return x, y
+
+
+def test_plain_backprop_model_is_perfectly_aligned_and_grads_untouched():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 7), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                                torch.nn.Linear(7, 4)).double()
+    x, y = _batch()
+    report = fastcredit.diagnostics.alignment(model, x, y)
+    assert set(report) == {"0", "3"}
+    for row in report.values():
+        assert abs(row["signal_cosine"] - 1) < 1e-12 and abs(row["update_cosine"] - 1) < 1e-12
+        assert math.isnan(row["weight_angle"])  # no feedback matrix
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_lra_values_match_a_hand_computation():
+    torch.manual_seed(0)
+    model = LRA([12, 7, 4], dtype=torch.float64)
+    hidden, output = model[1], model[2]
+    x, y = _batch()
+    report = fastcredit.diagnostics.alignment(model, x, y)
+
+    a1 = F.linear(x, hidden.weight, hidden.bias)
+    h1 = torch.tanh(a1)
+    logits = F.linear(h1, output.weight, output.bias)
+    e_out = torch.softmax(logits, -1) - F.one_hot(y, 4).double()
+    delivered = e_out @ output.feedback  # what LRA sends to h1
+    true = e_out @ output.weight  # backprop's dL/dh1, up to the 1/N scale
+    per_sample = F.cosine_similarity(delivered, true, dim=1)
+    assert abs(report["1"]["signal_cosine"] - per_sample.mean().item()) < 1e-12
+    assert abs(report["1"]["signal_cosine_std"] - per_sample.std().item()) < 1e-12
+
+    diff = h1 - torch.tanh(a1 - hidden.beta * delivered)
+    lra_update = diff.T @ x
+    bp_update = ((true * (1 - h1**2)).T @ x)
+    want = F.cosine_similarity(lra_update.flatten(), bp_update.flatten(), dim=0).item()
+    assert abs(report["1"]["update_cosine"] - want) < 1e-12
+    assert abs(report["2"]["update_cosine"] - 1) < 1e-12  # the output block's update is exact
+
+    cos_ew = F.cosine_similarity(hidden.feedback.flatten(), hidden.weight.flatten(), dim=0)
+    assert abs(report["1"]["weight_angle"] - math.degrees(math.acos(cos_ew.item()))) < 1e-9
+    ratio = (hidden.feedback.norm() / hidden.weight.norm()).item()
+    assert abs(report["1"]["norm_ratio"] - ratio) < 1e-12
+
+
+def test_format_table_lists_every_layer():
+    torch.manual_seed(0)
+    model = LRA([12, 7, 4], dtype=torch.float64)
+    table = fastcredit.diagnostics.format_table(fastcredit.diagnostics.alignment(model, *_batch()))
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["layer", "signal_cosine", "signal_cosine_std"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
