@@ -29,12 +29,77 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import data, train
+
+    config = train.TrainConfig(
+        method=args.method, model=args.model, dataset=args.dataset, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
+        threads=args.threads, hidden=args.hidden, max_steps=args.max_steps,
+        data_dir=args.data_dir, download=args.download, out=args.out,
+        progress=not args.no_progress)
+    try:
+        train.train(config)
+    except data.DatasetNotFoundError as error:
+        print(f"fastcredit train: {error}", file=sys.stderr)
+        return 1
+    except train.TrainingError as error:
+        print(f"fastcredit train: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastcredit", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    from . import data, train
+
+    parser = _Parser(prog="fastcredit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     info = commands.add_parser("info", help="how fastcredit was built and what is loaded")
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(run=_info)
+
+    run = commands.add_parser("train", help="train a network with a credit-assignment method")
+    run.add_argument("--method", choices=train.METHODS, default="bp")
+    run.add_argument("--model", choices=train.MODELS, default="mlp")
+    run.add_argument("--dataset", choices=("auto", *data.DATASETS), default="auto",
+                     help="auto: Fashion-MNIST if installed, else sklearn digits")
+    run.add_argument("--epochs", type=_positive_int, default=1)
+    run.add_argument("--batch-size", type=_positive_int, default=64)
+    run.add_argument("--lr", type=_positive_float, default=1e-3)
+    run.add_argument("--optimizer", choices=train.OPTIMIZERS, default="adam")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=_positive_int, default=None)
+    run.add_argument("--hidden", type=_positive_int, default=256, help="MLP width")
+    run.add_argument("--max-steps", type=_positive_int, default=None,
+                     help="stop after this many optimizer steps")
+    run.add_argument("--data-dir", default=None, help="directory holding the idx files")
+    run.add_argument("--download", action="store_true",
+                     help="download a missing dataset (checksums verified)")
+    run.add_argument("--out", default="fastcredit-run", help="output directory")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(run=_train)
+
     args = parser.parse_args(argv)
     return args.run(args)
 

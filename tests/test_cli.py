@@ -1,0 +1,90 @@
+"""The `fastcredit train` command: outputs, argument errors, missing data, non-finite loss."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastcredit import data, train
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fastcredit", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("method", ["bp", "lra"])
+def test_train_writes_metrics_and_plot_and_learns(tmp_path, method):
+    pytest.importorskip("sklearn")
+    out = tmp_path / method
+    result = _cli("train", "--method", method, "--dataset", "digits", "--epochs", "2",
+                  "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2:" in result.stdout
+    records = json.loads((out / "metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "test_accuracy", "samples_per_s", "alignment"):
+        assert key in records[0]
+    assert records[-1]["test_accuracy"] > 0.5  # chance is 0.1
+    if method == "bp":
+        assert all(abs(v - 1) < 1e-6 for v in records[-1]["alignment"].values())
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and float(rows[1]["test_accuracy"]) == records[1]["test_accuracy"]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "magic"], "argument --method: invalid choice: 'magic'"),
+        (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+        (["--lr", "nan"], "argument --lr: must be a positive finite number, got nan"),
+        (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    result = _cli("train", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_missing_dataset_explains_how_to_get_it(tmp_path, monkeypatch):
+    env_home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastcredit", "train", "--dataset", "mnist", "--out",
+         str(tmp_path / "o")],
+        capture_output=True, text=True,
+        env={**__import__("os").environ, "XDG_CACHE_HOME": str(env_home),
+             "FASTCREDIT_DATA": str(tmp_path / "none")})
+    assert result.returncode == 1
+    assert "not found" in result.stderr and "--download" in result.stderr
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    digits = data.load_digits()
+    digits.x_train[5] = float("nan")  # one corrupt sample in the first batches
+    monkeypatch.setattr(train, "resolve_dataset", lambda *args: digits)
+    config = train.TrainConfig(dataset="digits", batch_size=512, out=str(tmp_path),
+                               progress=False)
+    with pytest.raises(train.TrainingError, match=r"non-finite loss \(nan\) at epoch 1, step"):
+        train.train(config, log=lambda *_: None)
+
+
+def test_lra_rejects_conv_models():
+    with pytest.raises(train.TrainingError, match="method 'lra' supports --model mlp only"):
+        train.build_model(train.TrainConfig(method="lra", model="convnet"), (8, 8), 10)
+
+
+@pytest.mark.skipif(not data.search_dirs("fashion-mnist")[-2].is_dir(),
+                    reason="dataset-fashion-mnist not installed")
+def test_train_on_real_fashion_mnist_beats_chance(tmp_path):
+    result = _cli("train", "--dataset", "fashion-mnist", "--max-steps", "300", "--out",
+                  str(tmp_path), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    assert records[-1]["test_accuracy"] > 0.6  # chance is 0.1
