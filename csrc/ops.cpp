@@ -21,6 +21,15 @@ at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
                              transpose);
 }
 
+at::Tensor sign_feedback_cpu(const at::Tensor& weight, const std::string& mode, double scale,
+                             const std::optional<at::Tensor>& magnitude, int64_t seed,
+                             int64_t step, const std::string& dist) {
+  const SignFeedbackPlan plan =
+      plan_sign_feedback(weight, magnitude, mode, scale, seed, step, dist);
+  return cpu::sign_feedback(weight, magnitude.value_or(at::Tensor()), plan.kind, plan.seed,
+                            plan.dist, scale);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
@@ -28,6 +37,7 @@ TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
 TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_cpu);
   m.impl("seeded_project", &seeded_project_cpu);
+  m.impl("sign_feedback", &sign_feedback_cpu);
 }
 
 }  // namespace fastcredit

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "fastcredit/philox.h"
+#include "fastcredit/sign_feedback.h"
 
 namespace fastcredit::cpu {
 
@@ -11,5 +12,9 @@ void feedback_fill(at::Tensor& out, uint64_t seed, Dist dist, double scale);
 
 at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist dist,
                           double scale, bool transpose);
+
+// |M| ⊙ sign(W) with W's shape (contiguous); `magnitude` is read only for Magnitude::kStored.
+at::Tensor sign_feedback(const at::Tensor& weight, const at::Tensor& magnitude, Magnitude kind,
+                         uint64_t seed, Dist dist, double scale);
 
 }  // namespace fastcredit::cpu

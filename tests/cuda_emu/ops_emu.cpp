@@ -8,6 +8,7 @@
 // clang-format off: the emulation header must come before any kernel source
 #include "cuda_emu.h"
 #include "cuda/projection.cuh"
+#include "cuda/sign_feedback.cuh"
 // clang-format on
 #include "device_ops.h"
 #include "schemas.h"
@@ -24,6 +25,12 @@ at::Tensor seeded_project_emu(const at::Tensor& x, int64_t seed, int64_t cols,
   return device::seeded_project(x, seed, cols, dist, scale, transpose, nullptr);
 }
 
+at::Tensor sign_feedback_emu(const at::Tensor& weight, const std::string& mode, double scale,
+                             const std::optional<at::Tensor>& magnitude, int64_t seed,
+                             int64_t step, const std::string& dist) {
+  return device::sign_feedback(weight, mode, scale, magnitude, seed, step, dist, nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
@@ -31,6 +38,7 @@ TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
 TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_emu);
   m.impl("seeded_project", &seeded_project_emu);
+  m.impl("sign_feedback", &sign_feedback_emu);
 }
 
 }  // namespace fastcredit
