@@ -23,8 +23,8 @@ except ImportError as error:  # noqa: F841 - kept for cuda_kernels_status()
 else:
     _cuda_import_error = None
 
-from . import ops, reference  # noqa: E402
-from .ops import feedback_fill_, feedback_matrix, seeded_project  # noqa: E402
+from . import feedback, nn, ops, optim, reference  # noqa: E402
+from .ops import feedback_fill_, feedback_matrix, seeded_project, sign_feedback  # noqa: E402
 
 
 def cuda_kernels_available() -> bool:
@@ -59,9 +59,13 @@ __all__ = [
     "__version__",
     "build_info",
     "cuda_kernels_available",
+    "feedback",
     "feedback_fill_",
     "feedback_matrix",
+    "nn",
     "ops",
+    "optim",
     "reference",
     "seeded_project",
+    "sign_feedback",
 ]
