@@ -59,6 +59,13 @@ class _OptimizerWrapper(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.optimizer!r})"
 
+    # Plain attribute state for copy/pickle: Optimizer's own versions re-run its __init__ hooks.
+    def __getstate__(self) -> dict:
+        return self.__dict__
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def _evaluate(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
         if closure is None:
             return None

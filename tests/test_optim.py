@@ -155,6 +155,12 @@ def test_batch_manhattan_steps_with_the_sign_of_each_gradient():
         for a, b in zip(model.parameters(), twin.parameters()):
             assert torch.equal(a, b)
     assert {torch.unique(p.grad.abs()).tolist() == [1.0] for p in model.parameters()} == {True}
+    # the wrapper copies like an optimizer (e.g. for checkpointing the whole object)
+    clone_model, clone_opt = copy.deepcopy((model, opt))
+    _step(clone_model, clone_opt, 3)
+    _step(model, opt, 3)
+    for a, b in zip(model.parameters(), clone_model.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_batch_manhattan_with_closure_and_scheduler():
