@@ -5,11 +5,13 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
 #include <string>
 
 #include "fastcredit/activations.h"
 #include "fastcredit/lra_error.h"
 #include "fastcredit/philox.h"
+#include "fastcredit/sign_feedback.h"
 
 namespace fastcredit {
 
@@ -76,6 +78,49 @@ inline void check_lra_error_args(const at::Tensor& a, const at::Tensor& d, doubl
   TORCH_CHECK(std::isfinite(beta), op, ": beta must be finite, got ", beta);
   TORCH_CHECK(std::isfinite(negative_slope), op, ": negative_slope must be finite, got ",
               negative_slope);
+}
+
+// What sign_feedback's kernels are asked to build, resolved from the op's arguments.
+struct SignFeedbackPlan {
+  Magnitude kind;
+  uint64_t seed;  // for kSeeded; already mixed with the step for mode 'seeded_step'
+  Dist dist;
+};
+
+// Checks sign_feedback's arguments and resolves its mode: 'scalar' (|M| = 1), 'stored'
+// (|M| = |magnitude|), 'seeded' (|M| = |F(seed)|) or 'seeded_step' (|M| = |F(step_seed(seed,
+// step))|, a fresh matrix per step).
+inline SignFeedbackPlan plan_sign_feedback(const at::Tensor& weight,
+                                           const std::optional<at::Tensor>& magnitude,
+                                           const std::string& mode, double scale, int64_t seed,
+                                           int64_t step, const std::string& dist) {
+  TORCH_CHECK(weight.dim() >= 2, "sign_feedback: weight must have at least 2 dims [out, in, ",
+              "*kernel], got ", weight.dim(), "-D tensor of shape ", weight.sizes());
+  check_floating(weight, "sign_feedback", "weight");
+  TORCH_CHECK(std::isfinite(scale), "sign_feedback: scale must be finite, got ", scale);
+  const Dist d = parse_dist(dist);
+  const bool has_magnitude = magnitude.has_value() && magnitude->defined();
+  if (mode == "stored") {
+    TORCH_CHECK(has_magnitude, "sign_feedback: mode 'stored' needs a magnitude tensor");
+    TORCH_CHECK(magnitude->sizes() == weight.sizes(), "sign_feedback: magnitude must have ",
+                "weight's shape ", weight.sizes(), ", got ", magnitude->sizes());
+    TORCH_CHECK(magnitude->scalar_type() == weight.scalar_type(), "sign_feedback: magnitude ",
+                "must have weight's dtype ", weight.scalar_type(), ", got ",
+                magnitude->scalar_type());
+    TORCH_CHECK(magnitude->device() == weight.device(), "sign_feedback: magnitude must be on ",
+                "weight's device ", weight.device(), ", got ", magnitude->device());
+    return {Magnitude::kStored, 0, d};
+  }
+  TORCH_CHECK(mode == "scalar" || mode == "seeded" || mode == "seeded_step",
+              "sign_feedback: unknown mode '", mode,
+              "'; expected one of 'scalar', 'stored', 'seeded', 'seeded_step'");
+  TORCH_CHECK(!has_magnitude, "sign_feedback: a magnitude tensor is only read in mode ",
+              "'stored', got one with mode '", mode, "'");
+  if (mode == "scalar") return {Magnitude::kScalar, 0, d};
+  const auto s = static_cast<uint64_t>(seed);
+  if (mode == "seeded") return {Magnitude::kSeeded, s, d};
+  TORCH_CHECK(step >= 0, "sign_feedback: step must be non-negative, got ", step);
+  return {Magnitude::kSeeded, step_seed(s, static_cast<uint64_t>(step)), d};
 }
 
 }  // namespace fastcredit

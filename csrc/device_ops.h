@@ -98,4 +98,37 @@ inline at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& 
   return out;
 }
 
+inline at::Tensor sign_feedback(const at::Tensor& weight, const std::string& mode, double scale,
+                                const std::optional<at::Tensor>& magnitude, int64_t seed,
+                                int64_t step, const std::string& dist, cudaStream_t stream) {
+  const SignFeedbackPlan plan =
+      plan_sign_feedback(weight, magnitude, mode, scale, seed, step, dist);
+  if (!has_kernel_dtype(weight)) {
+    std::optional<at::Tensor> staged_magnitude;
+    if (plan.kind == Magnitude::kStored) staged_magnitude = magnitude->to(at::kFloat);
+    return sign_feedback(weight.to(at::kFloat), mode, scale, staged_magnitude, seed, step, dist,
+                         stream)
+        .to(weight.scalar_type());
+  }
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor m = plan.kind == Magnitude::kStored ? magnitude->contiguous() : at::Tensor();
+  at::Tensor out = at::empty(w.sizes(), w.options());
+  const int64_t rows = w.size(0);
+  const int64_t cols = rows == 0 ? 0 : w.numel() / rows;
+  cudaError_t err;
+  if (w.scalar_type() == at::kDouble) {
+    err = cuda::launch_sign_feedback(w.data_ptr<double>(),
+                                     m.defined() ? m.data_ptr<double>() : nullptr,
+                                     out.data_ptr<double>(), rows, cols, plan.kind, plan.seed,
+                                     plan.dist, scale, stream);
+  } else {
+    err = cuda::launch_sign_feedback(w.data_ptr<float>(),
+                                     m.defined() ? m.data_ptr<float>() : nullptr,
+                                     out.data_ptr<float>(), rows, cols, plan.kind, plan.seed,
+                                     plan.dist, scale, stream);
+  }
+  check_launch(err, "sign_feedback");
+  return out;
+}
+
 }  // namespace fastcredit::device

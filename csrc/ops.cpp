@@ -29,6 +29,15 @@ at::Tensor lra_error_cpu(const at::Tensor& a, const at::Tensor& d, double beta,
                         use_fprime, negative_slope);
 }
 
+at::Tensor sign_feedback_cpu(const at::Tensor& weight, const std::string& mode, double scale,
+                             const std::optional<at::Tensor>& magnitude, int64_t seed,
+                             int64_t step, const std::string& dist) {
+  const SignFeedbackPlan plan =
+      plan_sign_feedback(weight, magnitude, mode, scale, seed, step, dist);
+  return cpu::sign_feedback(weight, magnitude.value_or(at::Tensor()), plan.kind, plan.seed,
+                            plan.dist, scale);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
@@ -37,6 +46,7 @@ TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_cpu);
   m.impl("seeded_project", &seeded_project_cpu);
   m.impl("lra_error", &lra_error_cpu);
+  m.impl("sign_feedback", &sign_feedback_cpu);
 }
 
 }  // namespace fastcredit

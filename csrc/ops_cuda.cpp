@@ -29,12 +29,21 @@ at::Tensor lra_error_cuda(const at::Tensor& a, const at::Tensor& d, double beta,
                            c10::cuda::getCurrentCUDAStream());
 }
 
+at::Tensor sign_feedback_cuda(const at::Tensor& weight, const std::string& mode, double scale,
+                              const std::optional<at::Tensor>& magnitude, int64_t seed,
+                              int64_t step, const std::string& dist) {
+  const c10::cuda::CUDAGuard guard(weight.device());
+  return device::sign_feedback(weight, mode, scale, magnitude, seed, step, dist,
+                               c10::cuda::getCurrentCUDAStream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcredit, CUDA, m) {
   m.impl("feedback_fill_", &feedback_fill_cuda);
   m.impl("seeded_project", &seeded_project_cuda);
   m.impl("lra_error", &lra_error_cuda);
+  m.impl("sign_feedback", &sign_feedback_cuda);
 }
 
 }  // namespace fastcredit

@@ -18,6 +18,11 @@ inline void define_op_schemas(torch::Library& m) {
       "lra_error(Tensor pre_activation, Tensor displacement, float beta, "
       "str activation=\"tanh\", str error=\"gaussian\", bool use_fprime=False, "
       "float negative_slope=0.01) -> Tensor");
+  // scale * |M| ⊙ sign(W), W of any rank >= 2 viewed as [out, rest]; |M| by mode: 1 ('scalar'),
+  // |magnitude| ('stored'), |F(seed)| ('seeded'), |F(step_seed(seed, step))| ('seeded_step').
+  m.def(
+      "sign_feedback(Tensor weight, str mode, float scale=1.0, Tensor? magnitude=None, "
+      "int seed=0, int step=0, str dist=\"uniform\") -> Tensor");
 }
 
 }  // namespace fastcredit

@@ -17,14 +17,20 @@ except ImportError as error:
 from ._version import __version__
 
 try:
-    from . import _C_cuda  # CUDA kernels; absent in CPU builds, unloadable under a CPU torch
+    from . import _C_cuda  # noqa: F401 - registers the CUDA kernels; absent in CPU builds
 except ImportError as error:  # noqa: F841 - kept for cuda_kernels_status()
     _cuda_import_error: ImportError | None = error
 else:
     _cuda_import_error = None
 
-from . import data, diagnostics, nn, ops, reference  # noqa: E402
-from .ops import feedback_fill_, feedback_matrix, lra_error, seeded_project  # noqa: E402
+from . import data, diagnostics, feedback, nn, ops, optim, reference  # noqa: E402
+from .ops import (  # noqa: E402
+    feedback_fill_,
+    feedback_matrix,
+    lra_error,
+    seeded_project,
+    sign_feedback,
+)
 
 
 def cuda_kernels_available() -> bool:
@@ -59,6 +65,7 @@ __all__ = [
     "__version__",
     "build_info",
     "cuda_kernels_available",
+    "feedback",
     "feedback_fill_",
     "feedback_matrix",
     "lra_error",
@@ -66,6 +73,8 @@ __all__ = [
     "diagnostics",
     "nn",
     "ops",
+    "optim",
     "reference",
     "seeded_project",
+    "sign_feedback",
 ]

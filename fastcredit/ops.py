@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import ACTIVATIONS, DISTS
+from .reference import ACTIVATIONS, DISTS, SIGN_FEEDBACK_MODES
 
 _UINT64_LIMIT = 1 << 64
 
@@ -116,6 +116,34 @@ def lra_error(
                           bool(use_fprime), float(negative_slope))
 
 
+def sign_feedback(
+    weight: torch.Tensor,
+    mode: str = "scalar",
+    *,
+    scale: float = 1.0,
+    magnitude: torch.Tensor | None = None,
+    seed: int = 0,
+    step: int = 0,
+    dist: str = "uniform",
+) -> torch.Tensor:
+    """Sign-concordant feedback ``scale * |M| ⊙ sign(W)`` with W's shape, built in one pass.
+
+    ``weight``: ``[out, in, *kernel]`` (rank >= 2), viewed as ``[out, rest]`` for the seeded
+    modes. ``mode`` picks |M|: ``"scalar"`` (1: uSF), ``"stored"`` (``|magnitude|``, W's shape
+    and dtype: frSF), ``"seeded"`` (``|feedback_matrix(seed, out, rest, dist=dist)|``: frSF
+    without storage) or ``"seeded_step"`` (the same with the seed
+    ``reference.step_seed(seed, step)``: brSF's fresh draw per step). sign(0) = 0 and
+    sign(NaN) = NaN. Returns a new contiguous tensor; differentiable in ``magnitude``.
+    """
+    if mode not in SIGN_FEEDBACK_MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {SIGN_FEEDBACK_MODES}")
+    _check_dist(dist)
+    _check_size("step", step)
+    return _lib.sign_feedback(
+        weight, mode, float(scale), magnitude, _seed_as_int64(seed), step, dist
+    )
+
+
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
     torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
     return None
@@ -131,6 +159,14 @@ def _lra_error_fake(pre_activation, displacement, beta, activation="tanh", error
     torch._check(pre_activation.shape == displacement.shape,
                  lambda: "lra_error: pre_activation and displacement must have the same shape")
     return torch.empty_like(pre_activation, memory_format=torch.contiguous_format)
+
+
+def _sign_feedback_fake(weight, mode, scale=1.0, magnitude=None, seed=0, step=0, dist="uniform"):
+    torch._check(
+        weight.dim() >= 2,
+        lambda: f"sign_feedback: weight must have at least 2 dims, got {weight.dim()}-D",
+    )
+    return weight.new_empty(weight.shape)
 
 
 def _seeded_project_setup_context(ctx, inputs, output):
@@ -149,6 +185,23 @@ def _seeded_project_backward(op):
     return backward
 
 
+def _sign_feedback_setup_context(ctx, inputs, output):
+    weight, mode, scale, magnitude, *_ = inputs
+    if mode == "stored" and ctx.needs_input_grad[3]:
+        ctx.save_for_backward(weight, magnitude)
+    ctx.scale = scale
+
+
+def _sign_feedback_backward(ctx, grad):
+    # B is piecewise constant in W (gradient 0); for a stored magnitude
+    # d(scale * |M| * sign W)/dM = scale * sign(M) * sign(W).
+    grad_magnitude = None
+    if ctx.saved_tensors:
+        weight, magnitude = ctx.saved_tensors
+        grad_magnitude = grad * ctx.scale * torch.sign(magnitude) * torch.sign(weight)
+    return None, None, None, grad_magnitude, None, None, None
+
+
 def register_python_impls(namespace: str) -> None:
     """Fake impls and autograd formulas for the ops of ``namespace``: ``fastcredit``, or the
     test-only ``fastcredit_emu`` whose ops have the same schemas."""
@@ -160,6 +213,12 @@ def register_python_impls(namespace: str) -> None:
         f"{namespace}::seeded_project",
         _seeded_project_backward(lib.seeded_project),
         setup_context=_seeded_project_setup_context,
+    )
+    torch.library.register_fake(f"{namespace}::sign_feedback", _sign_feedback_fake)
+    torch.library.register_autograd(
+        f"{namespace}::sign_feedback",
+        _sign_feedback_backward,
+        setup_context=_sign_feedback_setup_context,
     )
 
 

@@ -15,6 +15,7 @@ _MASK32 = 0xFFFFFFFF
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
 DISTS = ("uniform", "normal", "rademacher")
+SIGN_FEEDBACK_MODES = ("scalar", "stored", "seeded", "seeded_step")
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,3 +180,47 @@ def lra_error(
     if use_fprime:
         e = e * activation_grad(a, activation, negative_slope)
     return e.to(pre_activation.dtype)
+def step_seed(seed: int, step: int) -> int:
+    """The seed of brSF's draw number ``step`` under ``seed``: words 0 and 1 (low, high) of
+    Philox4x32-10 at counter ``(step mod 2**32, step >> 32, 2**32 - 1, 2**32 - 1)`` under key
+    ``seed``, i.e. of F(seed)'s block at row 2**64 - 1, a row no feedback matrix reaches."""
+    counter = (step & _MASK32, step >> 32, _MASK32, _MASK32)
+    words = philox4x32_10(tuple(torch.tensor([c]) for c in counter), _seed_key(seed))
+    return int(words[0]) | int(words[1]) << 32
+
+
+def _sign(x: torch.Tensor) -> torch.Tensor:
+    """sign with sign(0) = 0 and sign(NaN) = NaN (torch.sign maps NaN to 0)."""
+    return torch.where(torch.isnan(x), x, torch.sign(x))
+
+
+def sign_feedback(
+    weight: torch.Tensor,
+    mode: str = "scalar",
+    *,
+    scale: float = 1.0,
+    magnitude: torch.Tensor | None = None,
+    seed: int = 0,
+    step: int = 0,
+    dist: str = "uniform",
+) -> torch.Tensor:
+    """``scale * |M| ⊙ sign(W)``, W ``[out, in, *kernel]`` viewed as ``[out, rest]``.
+
+    |M| is 1 (``"scalar"``), ``|magnitude|`` (``"stored"``; the product ``|magnitude| * scale``
+    is rounded to W's dtype first), ``|feedback_matrix(seed, out, rest, dist=dist)|``
+    (``"seeded"``; ``scale * F`` computed in float64 and rounded once) or the same at seed
+    ``step_seed(seed, step)`` (``"seeded_step"``).
+    """
+    if mode == "scalar":
+        return _sign(weight) * scale
+    if mode == "stored":
+        return _sign(weight) * (magnitude.abs() * scale)
+    if mode not in ("seeded", "seeded_step"):
+        raise ValueError(f"unknown mode {mode!r}; expected one of {SIGN_FEEDBACK_MODES}")
+    if mode == "seeded_step":
+        seed = step_seed(seed, step)
+    rows = weight.shape[0]
+    cols = weight.numel() // rows if rows else 0
+    f = feedback_matrix(seed, rows, cols, dist=dist, scale=scale, dtype=torch.float64)
+    magnitude = f.abs().to(device=weight.device, dtype=weight.dtype).reshape(weight.shape)
+    return _sign(weight) * magnitude

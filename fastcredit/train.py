@@ -18,7 +18,8 @@ from torch import nn
 from . import data as datasets
 from . import diagnostics
 
-METHODS = ("bp", "lra")
+METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "lra")
+FEEDBACK_METHODS = ("fa", "usf", "frsf", "brsf", "kp")
 MODELS = ("mlp", "lenet", "convnet")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
@@ -68,39 +69,52 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int)
 
         return LRA([features, config.hidden, config.hidden, classes], "tanh",
                    **config.method_options)
+    if config.method in FEEDBACK_METHODS:
+        from functools import partial
+
+        from . import nn as fcnn
+
+        Linear = partial(fcnn.Linear, method=config.method, **config.method_options)
+        Conv2d = partial(fcnn.Conv2d, method=config.method, **config.method_options)
+    else:
+        Linear, Conv2d = nn.Linear, nn.Conv2d
     if config.model == "mlp":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(features, config.hidden), nn.Tanh(),
-                              nn.Linear(config.hidden, config.hidden), nn.Tanh(),
-                              nn.Linear(config.hidden, classes))
+        model = nn.Sequential(nn.Flatten(), Linear(features, config.hidden), nn.Tanh(),
+                              Linear(config.hidden, config.hidden), nn.Tanh(),
+                              Linear(config.hidden, classes))
     elif config.model == "lenet":
         if input_shape[-1] < 16:
             raise TrainingError(f"--model lenet needs images of at least 16x16, the dataset's "
                                 f"are {input_shape}; use --model mlp or convnet")
         side = ((input_shape[-1] + 4 - 4) // 2 - 4) // 2  # conv5 pad 2, pool, conv5, pool
         model = nn.Sequential(
-            nn.Unflatten(1, (1, *input_shape)) if len(input_shape) == 2 else nn.Identity(),
-            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(16 * side * side, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(),
-            nn.Linear(84, classes))
+            nn.Unflatten(1, (1, input_shape[0])) if len(input_shape) == 2 else nn.Identity(),
+            Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.MaxPool2d(2),
+            Conv2d(6, 16, 5), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
+            Linear(16 * side * side, 120), nn.Tanh(), Linear(120, 84), nn.Tanh(),
+            Linear(84, classes))
     else:  # convnet: two 3x3 conv blocks and global pooling, for any image size
         model = nn.Sequential(
-            nn.Unflatten(1, (1, *input_shape)) if len(input_shape) == 2 else nn.Identity(),
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-            nn.Linear(256, classes))
-    if config.method != "bp":
-        raise TrainingError(f"method {config.method!r} is not available in this build")
+            nn.Unflatten(1, (1, input_shape[0])) if len(input_shape) == 2 else nn.Identity(),
+            Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            Linear(256, classes))
     return model
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9)
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr)
-    return torch.optim.Adam(params, lr=config.lr)
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+    elif config.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(params, lr=config.lr)
+    else:
+        optimizer = torch.optim.Adam(params, lr=config.lr)
+    if config.method == "kp":  # B receives W's update and its own weight decay
+        from .optim import KolenPollack
+
+        optimizer = KolenPollack(optimizer, model)
+    return optimizer
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:

@@ -15,7 +15,7 @@ def _cli(*args, cwd=None):
                           text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("method", ["bp", "lra"])
+@pytest.mark.parametrize("method", ["bp", "fa", "kp", "lra"])
 def test_train_writes_metrics_and_plot_and_learns(tmp_path, method):
     pytest.importorskip("sklearn")
     out = tmp_path / method
@@ -88,3 +88,16 @@ def test_train_on_real_fashion_mnist_beats_chance(tmp_path):
     assert result.returncode == 0, result.stderr
     records = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
     assert records[-1]["test_accuracy"] > 0.6  # chance is 0.1
+
+
+@pytest.mark.parametrize("method", ["bp", "fa", "usf", "frsf", "brsf", "kp"])
+@pytest.mark.parametrize("model,shape", [("mlp", (8, 8)), ("convnet", (8, 8)),
+                                         ("lenet", (28, 28))])
+def test_every_model_and_method_builds_and_backpropagates(method, model, shape):
+    import torch
+
+    config = train.TrainConfig(method=method, model=model)
+    net = train.build_model(config, shape, 10)
+    loss = torch.nn.functional.cross_entropy(net(torch.randn(3, *shape)), torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

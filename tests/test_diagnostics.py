@@ -66,3 +66,19 @@ def test_format_table_lists_every_layer():
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["layer", "signal_cosine", "signal_cosine_std"]
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
+
+
+def test_fa_with_b_equal_w_is_perfectly_aligned_and_random_b_is_not():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
+                                fastcredit.nn.Linear(9, 4, method="fa")).double()
+    x, y = _batch()
+    random_b = fastcredit.diagnostics.alignment(model, x, y)
+    assert random_b["0"]["update_cosine"] < 0.9  # layer 0 receives delta B from layer 2
+    assert abs(random_b["2"]["update_cosine"] - 1) < 1e-12  # the top layer's update is exact
+    for layer in (model[0], model[2]):
+        layer.set_feedback_(layer.weight.detach())
+    aligned = fastcredit.diagnostics.alignment(model, x, y)
+    for row in aligned.values():
+        assert abs(row["update_cosine"] - 1) < 1e-12 and abs(row["signal_cosine"] - 1) < 1e-12
+        assert row["weight_angle"] < 1e-5 and abs(row["norm_ratio"] - 1) < 1e-12

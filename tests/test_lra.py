@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastcredit
 from fastcredit import reference
 from fastcredit.nn import LRA, LRALinear, LRAOutput
 

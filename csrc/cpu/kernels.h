@@ -6,6 +6,7 @@
 #include "fastcredit/activations.h"
 #include "fastcredit/lra_error.h"
 #include "fastcredit/philox.h"
+#include "fastcredit/sign_feedback.h"
 
 namespace fastcredit::cpu {
 
@@ -17,5 +18,8 @@ at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist
 at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displacement,
                      double beta, Activation activation, LocalError error, bool use_fprime,
                      double negative_slope);
+// |M| ⊙ sign(W) with W's shape (contiguous); `magnitude` is read only for Magnitude::kStored.
+at::Tensor sign_feedback(const at::Tensor& weight, const at::Tensor& magnitude, Magnitude kind,
+                         uint64_t seed, Dist dist, double scale);
 
 }  // namespace fastcredit::cpu

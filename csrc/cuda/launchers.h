@@ -11,6 +11,7 @@
 
 #include "fastcredit/lra_error.h"
 #include "fastcredit/philox.h"
+#include "fastcredit/sign_feedback.h"
 
 namespace fastcredit::cuda {
 
@@ -26,6 +27,13 @@ template <typename T>
 cudaError_t launch_seeded_project(const T* x, int64_t n, int64_t k, int64_t stride_n,
                                   int64_t stride_k, T* out, int64_t cols, uint64_t seed,
                                   Dist dist, double scale, bool transpose, cudaStream_t stream);
+
+// out[r, c] = sign(w[r, c]) * |M|[r, c] over contiguous [rows, cols] buffers (W of any rank
+// viewed as [out, rest]); |M| = scale, |magnitude| * scale, or |scale * F(seed)| by `kind`.
+template <typename T>
+cudaError_t launch_sign_feedback(const T* w, const T* magnitude, T* out, int64_t rows,
+                                 int64_t cols, Magnitude kind, uint64_t seed, Dist dist,
+                                 double scale, cudaStream_t stream);
 
 // Largest `cols` launch_seeded_project accepts: grid.y limit (65535) times the column tile.
 constexpr int64_t kSeededProjectMaxCols = 65535 * 64;

@@ -9,6 +9,7 @@
 #include "cuda_emu.h"
 #include "cuda/lra.cuh"
 #include "cuda/projection.cuh"
+#include "cuda/sign_feedback.cuh"
 // clang-format on
 #include "device_ops.h"
 #include "schemas.h"
@@ -31,6 +32,12 @@ at::Tensor lra_error_emu(const at::Tensor& a, const at::Tensor& d, double beta,
   return device::lra_error(a, d, beta, activation, error, use_fprime, negative_slope, nullptr);
 }
 
+at::Tensor sign_feedback_emu(const at::Tensor& weight, const std::string& mode, double scale,
+                             const std::optional<at::Tensor>& magnitude, int64_t seed,
+                             int64_t step, const std::string& dist) {
+  return device::sign_feedback(weight, mode, scale, magnitude, seed, step, dist, nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
@@ -39,6 +46,7 @@ TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_emu);
   m.impl("seeded_project", &seeded_project_emu);
   m.impl("lra_error", &lra_error_emu);
+  m.impl("sign_feedback", &sign_feedback_emu);
 }
 
 }  // namespace fastcredit

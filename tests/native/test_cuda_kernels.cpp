@@ -6,10 +6,12 @@
 // the kernels come after the emulation header
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <vector>
 
 #include "cuda/lra.cuh"
 #include "cuda/projection.cuh"
+#include "cuda/sign_feedback.cuh"
 
 using namespace fastcredit;
 
@@ -118,6 +120,48 @@ static void check_lra_error(Activation activation, LocalError error, bool use_fp
   cudaFree(out);
 }
 
+// Host formula of sign_feedback, written out independently of sign_feedback_group.
+static double host_sign_feedback(double w, double m) {
+  if (std::isnan(w)) return w;
+  return (w > 0) ? m : (w < 0 ? -m : 0.0 * m);
+}
+
+template <typename T>
+static void check_sign_feedback(int64_t rows, int64_t cols, Magnitude kind, Dist dist) {
+  std::vector<T> w_host(rows * cols), m_host(rows * cols);
+  for (size_t i = 0; i < w_host.size(); ++i) {
+    w_host[i] = i % 5 == 2 ? T(0) : static_cast<T>(std::sin(1.3 * i + 0.2));
+    m_host[i] = static_cast<T>(std::cos(0.9 * i));
+  }
+  if (!w_host.empty()) w_host.back() = std::numeric_limits<T>::quiet_NaN();
+  T* w = device_copy(w_host);
+  T* m = kind == Magnitude::kStored ? device_copy(m_host) : nullptr;
+  T* out = nullptr;
+  cudaMalloc(reinterpret_cast<void**>(&out), rows * cols * sizeof(T));
+  const uint64_t seed = step_seed(11, 3);
+  if (cuda::launch_sign_feedback(w, m, out, rows, cols, kind, seed, dist, 0.75, nullptr) !=
+      cudaSuccess)
+    ++failures;
+  const std::vector<T> got = host_copy(out, rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t i = r * cols + c;
+      double mag = 0.75;
+      if (kind == Magnitude::kStored) mag = static_cast<T>(std::fabs(double(m_host[i])) * T(0.75));
+      if (kind == Magnitude::kSeeded) mag = static_cast<T>(std::fabs(feedback_entry(seed, r, c, dist, 0.75)));
+      const double want = static_cast<T>(host_sign_feedback(w_host[i], static_cast<T>(mag)));
+      const bool both_nan = std::isnan(double(got[i])) && std::isnan(want);
+      if (!both_nan && double(got[i]) != want) {  // same formula on host and "device": exact
+        if (++failures <= 10)
+          std::fprintf(stderr, "FAIL sign_feedback at (%ld, %ld): got %.17g want %.17g\n",
+                       long(r), long(c), double(got[i]), want);
+      }
+    }
+  cudaFree(w);
+  if (m) cudaFree(m);
+  cudaFree(out);
+}
+
 int main() {
   for (Dist dist : {Dist::kUniform, Dist::kNormal, Dist::kRademacher}) {
     check_feedback_fill<float>(5, 7, dist);
@@ -131,6 +175,12 @@ int main() {
   check_lra_error<double>(Activation::kTanh, LocalError::kGaussian, false);
   check_lra_error<float>(Activation::kSign, LocalError::kCauchy, true);
   check_lra_error<double>(Activation::kSoftplus, LocalError::kCauchy, true);
+  // more groups than one block's threads, a partial last group, every magnitude source
+  for (Magnitude kind : {Magnitude::kScalar, Magnitude::kStored, Magnitude::kSeeded}) {
+    check_sign_feedback<float>(33, 37, kind, Dist::kUniform);
+    check_sign_feedback<double>(5, 3, kind, Dist::kNormal);
+  }
+  check_sign_feedback<double>(2, 9, Magnitude::kSeeded, Dist::kRademacher);
   if (cudaGetLastError() != cudaSuccess) ++failures;
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);

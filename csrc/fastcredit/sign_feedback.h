@@ -1,0 +1,68 @@
+// Sign-concordant feedback B = |M| ⊙ sign(W), built a group of four consecutive entries of a
+// row at a time (the unit in which Philox produces values). Shared by the CPU and CUDA kernels
+// so both produce the same bits.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "macros.h"
+#include "philox.h"
+
+namespace fastcredit {
+
+// Where |M| comes from: one scalar (uSF), a stored tensor with W's shape (frSF), or the seeded
+// matrix |F(seed)| on W viewed as [rows, cols] (frSF seeded; brSF with a per-step seed).
+enum class Magnitude : int { kScalar = 0, kStored = 1, kSeeded = 2 };
+
+// The seed of brSF's draw number `step`: the first two words of F(seed)'s Philox block at row
+// 2^64 - 1 (a row no feedback matrix reaches), column group `step`. Distinct steps give
+// unrelated keys; the same (seed, step) always gives the same key.
+FC_HOST_DEVICE FC_INLINE uint64_t step_seed(uint64_t seed, uint64_t step) {
+  const Philox4 block = feedback_block(seed, ~uint64_t{0}, step);
+  return (static_cast<uint64_t>(block.v[1]) << 32) | block.v[0];
+}
+
+// sign(w) * m with sign(0) = 0 and sign(NaN) = NaN. The zero case is m * 0 so that a NaN or
+// infinite magnitude still shows up, as it does in the reference's sign(w) * m.
+template <typename T>
+FC_HOST_DEVICE FC_INLINE T signed_magnitude(T w, T m) {
+  if (w > T(0)) return m;
+  if (w < T(0)) return -m;
+  if (w == T(0)) return static_cast<T>(m * T(0));
+  return w;
+}
+
+// Writes out[row, 4 * group + lane] for the lanes inside [0, cols) of the contiguous [rows, cols]
+// view of W. Magnitudes: kScalar -> scale; kStored -> |magnitude| * scale rounded to T after an
+// Acc (opmath) product; kSeeded -> |scale * F(seed)[row, col]| computed in double, rounded to T.
+template <typename T, typename Acc>
+FC_HOST_DEVICE FC_INLINE void sign_feedback_group(const T* __restrict__ w,
+                                                  const T* __restrict__ magnitude,
+                                                  T* __restrict__ out, int64_t row, int64_t group,
+                                                  int64_t cols, Magnitude kind, uint64_t seed,
+                                                  Dist dist, double scale) {
+  double seeded[4] = {0.0, 0.0, 0.0, 0.0};
+  if (kind == Magnitude::kSeeded) {
+    feedback_group(seed, static_cast<uint64_t>(row), static_cast<uint64_t>(group), dist, scale,
+                   seeded);
+  }
+#pragma unroll
+  for (int lane = 0; lane < 4; ++lane) {
+    const int64_t col = group * 4 + lane;
+    if (col >= cols) break;
+    const int64_t idx = row * cols + col;
+    T m;
+    if (kind == Magnitude::kScalar) {
+      m = static_cast<T>(static_cast<Acc>(scale));
+    } else if (kind == Magnitude::kStored) {
+      const Acc abs_m = static_cast<Acc>(fabs(static_cast<double>(magnitude[idx])));
+      m = static_cast<T>(abs_m * static_cast<Acc>(scale));
+    } else {
+      m = static_cast<T>(fabs(seeded[lane]));
+    }
+    out[idx] = signed_magnitude(w[idx], m);
+  }
+}
+
+}  // namespace fastcredit

@@ -1,0 +1,313 @@
+"""Drop-in Linear and Conv layers whose backward uses a feedback matrix B instead of W.
+
+Forward is the ordinary layer. Backward sends ``δ B`` (the transposed convolution with B for
+conv layers) to the input, and the true local gradients ``δᵀ x`` and ``Σ δ`` to the weight and
+bias, so ``loss.backward()`` and any optimizer work unchanged. Methods and their B are listed
+in :mod:`fastcredit.feedback`. All feedback state is in buffers, so ``state_dict()`` carries it:
+
+``feedback_seed``       int64, the seed B or |M| is drawn from (all but usf, bp)
+``feedback_weight``     B, for fa (stored) and kp
+``feedback_magnitude``  |M|, for frsf (stored)
+``feedback_step``       int64, brsf: backward passes so far; the next one draws
+                        |M| = |scale * F(step_seed(seed, step))|
+``weight_norm_init``    ‖W‖_F when the weight was initialised
+                        (:func:`fastcredit.optim.constrain_weight_norm`)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .. import ops
+from ..feedback import METHODS, FeedbackRule, default_scale, resolve_storage
+from ..reference import DISTS
+from .mode import backprop_active
+
+_UINT64 = 1 << 64
+
+
+class _LinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stored, rule):
+        ctx.rule = rule
+        ctx.save_for_backward(x, weight, stored)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable  # the feedback path has no meaningful second derivative
+    def backward(ctx, grad_out):
+        x, weight, stored = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x = ctx.rule.project(grad, weight, stored).reshape(x.shape)
+        ctx.rule.advance()
+        if need_w:
+            grad_w = grad.t().mm(x.reshape(-1, x.shape[-1]))
+        if need_b:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b, None, None
+
+
+class _ConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stored, rule, stride, padding, dilation, groups):
+        ctx.rule = rule
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        ctx.save_for_backward(x, weight, stored)
+        zeros = [0] * len(stride)
+        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight, stored = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        mask = list(ctx.needs_input_grad[:3])
+        # The weight argument is read only for the input gradient; the weight gradient needs
+        # only its shape. So B is built only when the input gradient is wanted, and freed here.
+        kernel = ctx.rule.matrix(weight, stored) if mask[0] else weight
+        ctx.rule.advance()
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, x, kernel, ctx.bias_sizes, stride, padding, dilation, False,
+            [0] * len(stride), groups, mask,
+        )
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+class FeedbackLayer(nn.Module):
+    """Mixin of the fastcredit layers: the feedback state, its buffers and inspection.
+
+    Subclasses call :meth:`_init_feedback` after the torch layer's ``__init__``.
+    """
+
+    method: str
+    feedback: str | None
+
+    def _init_feedback(self, method: str, feedback: str | None, seed: int | None,
+                       feedback_scale: float | None, feedback_dist: str | None) -> None:
+        storage = resolve_storage(method, feedback)
+        draws = method not in ("usf", "bp")
+        if not draws and (seed is not None or feedback_dist is not None):
+            raise ValueError(
+                f"method {method!r} draws nothing at random; leave seed and feedback_dist None"
+            )
+        if method == "bp" and feedback_scale is not None:
+            raise ValueError("method 'bp' feeds back W itself; leave feedback_scale None")
+        feedback_dist = "uniform" if feedback_dist is None else feedback_dist
+        if feedback_dist not in DISTS:
+            raise ValueError(f"unknown feedback_dist {feedback_dist!r}; expected one of {DISTS}")
+        if feedback_scale is None:
+            feedback_scale = default_scale(method, self.weight.shape, feedback_dist)
+        elif not (math.isfinite(feedback_scale) and feedback_scale > 0):
+            raise ValueError(f"feedback_scale must be finite and positive, got {feedback_scale}")
+        self.method = method
+        self.feedback = storage
+        self.feedback_dist = feedback_dist
+        self.feedback_scale = float(feedback_scale)
+        device = self.weight.device
+        if draws:
+            if seed is None:  # from torch's generator, so torch.manual_seed fixes it
+                seed = int(torch.empty((), dtype=torch.int64).random_())
+            pattern = ops._seed_as_int64(seed)
+            self.register_buffer("feedback_seed", torch.tensor(pattern, device=device))
+        if storage == "stored":
+            name = "feedback_magnitude" if method == "frsf" else "feedback_weight"
+            self.register_buffer(name, torch.empty_like(self.weight, requires_grad=False))
+        if method == "brsf":
+            self.register_buffer("feedback_step", torch.zeros((), dtype=torch.int64,
+                                                              device=device))
+        self.register_buffer("weight_norm_init", self.weight.new_empty((), requires_grad=False))
+        self.reset_feedback()
+        self.record_weight_norm_()
+
+    def reset_parameters(self) -> None:
+        """torch's initialisation of W and b, then :meth:`reset_feedback` and
+        :meth:`record_weight_norm_`."""
+        super().reset_parameters()
+        if hasattr(self, "weight_norm_init"):  # not yet during the torch layer's __init__
+            self.reset_feedback()
+            self.record_weight_norm_()
+
+    @torch.no_grad()
+    def reset_feedback(self) -> None:
+        """Redraw stored B or |M| from the layer's seed and restart brSF's step counter."""
+        stored = self._stored()
+        if stored is not None:
+            rows = stored.shape[0]
+            ops.feedback_fill_(stored.view(rows, -1), self._seed(), dist=self.feedback_dist,
+                               scale=self.feedback_scale)
+            if self.method == "frsf":
+                stored.abs_()
+        if self.method == "brsf":
+            self.feedback_step.zero_()
+
+    @torch.no_grad()
+    def record_weight_norm_(self) -> None:
+        """Take the current ‖W‖_F as the norm :func:`constrain_weight_norm` restores. Done at
+        initialisation; call it again after re-initialising W by hand."""
+        self.weight_norm_init.copy_(torch.linalg.vector_norm(self.weight))
+
+    @torch.no_grad()
+    def set_feedback_(self, values: torch.Tensor) -> FeedbackLayer:
+        """Copy ``values`` (W's shape) into the stored B (fa, kp) or |M| (frsf; its absolute
+        value is what counts). Returns the layer."""
+        stored = self._stored()
+        if stored is None:
+            raise ValueError(
+                f"method {self.method!r} with feedback={self.feedback!r} stores no feedback tensor"
+            )
+        if values.shape != stored.shape:
+            raise ValueError(
+                f"feedback must have the weight's shape {tuple(stored.shape)}, "
+                f"got {tuple(values.shape)}"
+            )
+        stored.copy_(values)
+        return self
+
+    @torch.no_grad()
+    def feedback_matrix(self) -> torch.Tensor:
+        """The B ``[out, in, *kernel]`` the layer's next backward uses, materialised (a copy).
+        For brsf that is the draw at the current ``feedback_step``."""
+        stored = self._stored()
+        b = self._rule().matrix(self.weight, stored)
+        return b.clone() if b is self.weight or b is stored else b
+
+    def _stored(self) -> torch.Tensor | None:
+        if self.feedback != "stored":
+            return None
+        return self.feedback_magnitude if self.method == "frsf" else self.feedback_weight
+
+    def _seed(self) -> int:
+        return int(self.feedback_seed) % _UINT64
+
+    def _rule(self) -> FeedbackRule:
+        seeded = hasattr(self, "feedback_seed")
+        return FeedbackRule(
+            self.method, self.feedback, self.feedback_scale, self.feedback_dist,
+            self._seed() if seeded else 0,
+            self.feedback_step if self.method == "brsf" else None,
+        )
+
+    def _stored_checked(self) -> torch.Tensor | None:
+        stored = self._stored()
+        if stored is not None and stored.shape != self.weight.shape:
+            raise RuntimeError(
+                f"{type(self).__name__}: stored feedback has shape {tuple(stored.shape)}, "
+                f"the weight {tuple(self.weight.shape)}"
+            )
+        return stored
+
+    def _feedback_repr(self) -> str:
+        text = f"method={self.method!r}"
+        if self.feedback is not None:
+            text += f", feedback={self.feedback!r}"
+        return text
+
+
+_METHOD_DOC = """
+    method: one of {methods}: how the input gradient is formed (see fastcredit.feedback).
+    feedback: "stored" or "seeded" for fa and frsf (default "stored"; "seeded" keeps only the
+        seed and regenerates B or |M| in each backward); brsf is always "seeded", kp "stored",
+        usf and bp take None.
+    seed: seed of B / |M| (0 <= seed < 2**64); drawn from torch's generator when None.
+    feedback_scale: scale of the drawn values (default: Xavier, see fastcredit.feedback).
+    feedback_dist: "uniform" (default), "normal" or "rademacher" draws of F (fa, frsf, brsf, kp).
+""".format(methods=METHODS)
+
+
+class Linear(FeedbackLayer, nn.Linear):
+    __doc__ = """``y = x Wᵀ + b`` for ``x [*, in_features]``, ``y [*, out_features]``; the
+    backward gives ``x`` the gradient ``δ B`` and W, b their true gradients.
+
+    Arguments as :class:`torch.nn.Linear`, plus (keyword-only):""" + _METHOD_DOC
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
+                 dtype=None, *, method: str = "fa", feedback: str | None = None,
+                 seed: int | None = None, feedback_scale: float | None = None,
+                 feedback_dist: str | None = None) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_feedback(method, feedback, seed, feedback_scale, feedback_dist)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "bp" or backprop_active():
+            return F.linear(x, self.weight, self.bias)
+        return _LinearFunction.apply(x, self.weight, self.bias, self._stored_checked(),
+                                     self._rule())
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._feedback_repr()}"
+
+
+class _ConvNd(FeedbackLayer):
+    """The part shared by Conv1d/2d/3d; ``_spatial`` is the number of spatial dims."""
+
+    _spatial: int
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None, *, method: str = "fa", feedback: str | None = None,
+                 seed: int | None = None, feedback_scale: float | None = None,
+                 feedback_dist: str | None = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device=device, dtype=dtype)
+        self._init_feedback(method, feedback, seed, feedback_scale, feedback_dist)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "bp" or backprop_active():
+            return super().forward(x)
+        d = self._spatial
+        if x.dim() not in (d + 1, d + 2):
+            raise ValueError(
+                f"{type(self).__name__} expects a [N, C, *spatial] or [C, *spatial] input with "
+                f"{d} spatial dims, got shape {tuple(x.shape)}"
+            )
+        unbatched = x.dim() == d + 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        padding = self.padding
+        if self.padding_mode != "zeros" or isinstance(padding, str):
+            # as torch's conv layers do: pad explicitly ('same' may need it asymmetric), then
+            # convolve unpadded
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+            padding = (0,) * d
+        out = _ConvFunction.apply(x, self.weight, self.bias, self._stored_checked(), self._rule(),
+                                  list(self.stride), list(padding), list(self.dilation),
+                                  self.groups)
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._feedback_repr()}"
+
+
+class Conv1d(_ConvNd, nn.Conv1d):
+    __doc__ = """:class:`torch.nn.Conv1d` for ``x [N, C_in, L]`` or ``[C_in, L]``; the backward
+    gives ``x`` the transposed convolution of δ with B and W, b their true gradients.
+
+    Arguments as :class:`torch.nn.Conv1d`, plus (keyword-only):""" + _METHOD_DOC
+    _spatial = 1
+
+
+class Conv2d(_ConvNd, nn.Conv2d):
+    __doc__ = """:class:`torch.nn.Conv2d` for ``x [N, C_in, H, W]`` or ``[C_in, H, W]``; the
+    backward gives ``x`` the transposed convolution of δ with B and W, b their true gradients.
+
+    Arguments as :class:`torch.nn.Conv2d`, plus (keyword-only):""" + _METHOD_DOC
+    _spatial = 2
+
+
+class Conv3d(_ConvNd, nn.Conv3d):
+    __doc__ = """:class:`torch.nn.Conv3d` for ``x [N, C_in, D, H, W]`` or ``[C_in, D, H, W]``;
+    the backward gives ``x`` the transposed convolution of δ with B and W, b their true
+    gradients.
+
+    Arguments as :class:`torch.nn.Conv3d`, plus (keyword-only):""" + _METHOD_DOC
+    _spatial = 3
