@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "fastcredit/activations.h"
 #include "fastcredit/philox.h"
 
 namespace fastcredit {
@@ -17,6 +18,20 @@ inline Dist parse_dist(const std::string& name) {
   if (name == "rademacher") return Dist::kRademacher;
   TORCH_CHECK(false, "fastcredit: unknown dist '", name,
               "'; expected one of 'uniform', 'normal', 'rademacher'");
+}
+
+inline Activation parse_activation(const std::string& name) {
+  if (name == "identity") return Activation::kIdentity;
+  if (name == "tanh") return Activation::kTanh;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  if (name == "relu") return Activation::kRelu;
+  if (name == "leaky_relu") return Activation::kLeakyRelu;
+  if (name == "relu6") return Activation::kRelu6;
+  if (name == "softplus") return Activation::kSoftplus;
+  if (name == "gelu") return Activation::kGelu;
+  TORCH_CHECK(false, "fastcredit: unknown activation '", name,
+              "'; expected one of 'identity', 'tanh', 'sigmoid', 'relu', 'leaky_relu', "
+              "'relu6', 'softplus', 'gelu'");
 }
 
 inline void check_floating(const at::Tensor& t, const char* op, const char* arg) {
@@ -38,6 +53,26 @@ inline void check_seeded_project_args(const at::Tensor& x, int64_t cols, double 
   check_floating(x, "seeded_project", "x");
   TORCH_CHECK(cols >= 0, "seeded_project: cols must be non-negative, got ", cols);
   TORCH_CHECK(std::isfinite(scale), "seeded_project: scale must be finite, got ", scale);
+}
+
+inline void check_dfa_backward_epilogue_args(const at::Tensor& grad,
+                                             const at::Tensor& pre_activation,
+                                             double negative_slope) {
+  constexpr const char* op = "dfa_backward_epilogue";
+  TORCH_CHECK(grad.dim() == 2, op, ": grad must be 2-D [N, D], got ", grad.dim(),
+              "-D tensor of shape ", grad.sizes());
+  TORCH_CHECK(grad.sizes() == pre_activation.sizes(), op,
+              ": grad and pre_activation must have the same shape, got ", grad.sizes(), " and ",
+              pre_activation.sizes());
+  check_floating(grad, op, "grad");
+  TORCH_CHECK(grad.scalar_type() == pre_activation.scalar_type(), op,
+              ": grad and pre_activation must have the same dtype, got ", grad.scalar_type(),
+              " and ", pre_activation.scalar_type());
+  TORCH_CHECK(grad.device() == pre_activation.device(), op,
+              ": grad and pre_activation must be on the same device, got ", grad.device(),
+              " and ", pre_activation.device());
+  TORCH_CHECK(std::isfinite(negative_slope), op, ": negative_slope must be finite, got ",
+              negative_slope);
 }
 
 }  // namespace fastcredit

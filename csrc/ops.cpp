@@ -21,6 +21,15 @@ at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
                              transpose);
 }
 
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_cpu(const at::Tensor& grad,
+                                                             const at::Tensor& pre_activation,
+                                                             const std::string& activation,
+                                                             double negative_slope) {
+  check_dfa_backward_epilogue_args(grad, pre_activation, negative_slope);
+  return cpu::dfa_backward_epilogue(grad, pre_activation, parse_activation(activation),
+                                    negative_slope);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
@@ -28,6 +37,7 @@ TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
 TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_cpu);
   m.impl("seeded_project", &seeded_project_cpu);
+  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_cpu);
 }
 
 }  // namespace fastcredit

@@ -21,11 +21,21 @@ at::Tensor seeded_project_cuda(const at::Tensor& x, int64_t seed, int64_t cols,
                                 c10::cuda::getCurrentCUDAStream());
 }
 
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_cuda(const at::Tensor& grad,
+                                                              const at::Tensor& pre_activation,
+                                                              const std::string& activation,
+                                                              double negative_slope) {
+  const c10::cuda::CUDAGuard guard(grad.device());
+  return device::dfa_backward_epilogue(grad, pre_activation, activation, negative_slope,
+                                       c10::cuda::getCurrentCUDAStream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcredit, CUDA, m) {
   m.impl("feedback_fill_", &feedback_fill_cuda);
   m.impl("seeded_project", &seeded_project_cuda);
+  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_cuda);
 }
 
 }  // namespace fastcredit

@@ -24,7 +24,12 @@ else:
     _cuda_import_error = None
 
 from . import ops, reference  # noqa: E402
-from .ops import feedback_fill_, feedback_matrix, seeded_project  # noqa: E402
+from .ops import (  # noqa: E402
+    dfa_backward_epilogue,
+    feedback_fill_,
+    feedback_matrix,
+    seeded_project,
+)
 
 
 def cuda_kernels_available() -> bool:
@@ -59,6 +64,7 @@ __all__ = [
     "__version__",
     "build_info",
     "cuda_kernels_available",
+    "dfa_backward_epilogue",
     "feedback_fill_",
     "feedback_matrix",
     "ops",

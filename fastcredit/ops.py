@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import DISTS
+from .reference import ACTIVATIONS, DISTS
 
 _UINT64_LIMIT = 1 << 64
 
@@ -36,6 +36,11 @@ def _check_size(name: str, value: int) -> None:
 def _check_dist(dist: str) -> None:
     if dist not in DISTS:
         raise ValueError(f"unknown dist {dist!r}; expected one of {DISTS}")
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
 
 
 def feedback_fill_(
@@ -93,6 +98,25 @@ def seeded_project(
     return _lib.seeded_project(x, _seed_as_int64(seed), cols, dist, float(scale), bool(transpose))
 
 
+def dfa_backward_epilogue(
+    grad: torch.Tensor,
+    pre_activation: torch.Tensor,
+    activation: str = "tanh",
+    *,
+    negative_slope: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused local part of a DFA layer's backward, in one pass over its inputs.
+
+    ``grad [N, D]`` is the feedback arriving at the layer's output, ``pre_activation [N, D]``
+    the saved ``a`` with ``output = f(a)``. Returns ``(delta, grad_bias)``: ``delta [N, D] =
+    grad * f'(a)`` (contiguous) and ``grad_bias [D] = delta.sum(0)``. ``f'`` is PyTorch's own
+    derivative of ``activation`` (one of ``ACTIVATIONS``; ``negative_slope`` is leaky_relu's).
+    Inputs may be strided (e.g. an expanded ``grad``); float16/bfloat16 compute in float32.
+    """
+    _check_activation(activation)
+    return _lib.dfa_backward_epilogue(grad, pre_activation, activation, float(negative_slope))
+
+
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
     torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
     return None
@@ -101,6 +125,17 @@ def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
 def _seeded_project_fake(x, seed, cols, dist="uniform", scale=1.0, transpose=False):
     torch._check(x.dim() == 2, lambda: f"seeded_project: x must be 2-D, got {x.dim()}-D")
     return x.new_empty((x.shape[0], cols))
+
+
+def _dfa_backward_epilogue_fake(grad, pre_activation, activation, negative_slope=0.01):
+    torch._check(
+        grad.dim() == 2, lambda: f"dfa_backward_epilogue: grad must be 2-D, got {grad.dim()}-D"
+    )
+    torch._check(
+        grad.shape == pre_activation.shape,
+        lambda: "dfa_backward_epilogue: grad and pre_activation must have the same shape",
+    )
+    return grad.new_empty(grad.shape), grad.new_empty((grad.shape[1],))
 
 
 def _seeded_project_setup_context(ctx, inputs, output):
@@ -125,6 +160,9 @@ def register_python_impls(namespace: str) -> None:
     lib = getattr(torch.ops, namespace)
     torch.library.register_fake(f"{namespace}::feedback_fill_", _feedback_fill_fake)
     torch.library.register_fake(f"{namespace}::seeded_project", _seeded_project_fake)
+    torch.library.register_fake(
+        f"{namespace}::dfa_backward_epilogue", _dfa_backward_epilogue_fake
+    )
     torch.library.register_autograd(
         f"{namespace}::seeded_project",
         _seeded_project_backward(lib.seeded_project),

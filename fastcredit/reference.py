@@ -15,6 +15,9 @@ _MASK32 = 0xFFFFFFFF
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
 DISTS = ("uniform", "normal", "rademacher")
+ACTIVATIONS = (
+    "identity", "tanh", "sigmoid", "relu", "leaky_relu", "relu6", "softplus", "gelu"
+)
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,3 +123,39 @@ def seeded_project(
     else:
         f = feedback_matrix(seed, k, cols, dist=dist, scale=scale, dtype=acc, device=x.device)
     return (x.to(acc) @ f).to(x.dtype)
+
+
+def apply_activation(x: torch.Tensor, name: str, *, negative_slope: float = 0.01) -> torch.Tensor:
+    """``f(x)`` for an activation of ``ACTIVATIONS``, as torch.nn.functional computes it
+    (softplus with beta 1 and threshold 20; gelu in its exact erf form)."""
+    if name == "identity":
+        return x
+    if name == "leaky_relu":
+        return torch.nn.functional.leaky_relu(x, negative_slope)
+    if name in ("tanh", "sigmoid"):
+        return getattr(torch, name)(x)
+    if name in ("relu", "relu6", "softplus", "gelu"):
+        return getattr(torch.nn.functional, name)(x)
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def dfa_backward_epilogue(
+    grad: torch.Tensor,
+    pre_activation: torch.Tensor,
+    activation: str = "tanh",
+    *,
+    negative_slope: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``delta = grad * f'(pre_activation)`` with f' taken by torch autograd, and
+    ``grad_bias = delta.sum(0)``. Half-precision inputs are computed in float32."""
+    if grad.dim() != 2 or grad.shape != pre_activation.shape:
+        raise ValueError("grad and pre_activation must both be [N, D]")
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    with torch.enable_grad():
+        a = pre_activation.detach().to(acc).requires_grad_()
+        out = apply_activation(a, activation, negative_slope=negative_slope)
+        if activation == "identity":
+            delta = grad.to(acc).clone()
+        else:
+            (delta,) = torch.autograd.grad(out, a, grad.to(acc))
+    return delta.to(grad.dtype), delta.sum(0).to(grad.dtype)

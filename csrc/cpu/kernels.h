@@ -3,6 +3,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <tuple>
+
+#include "fastcredit/activations.h"
 #include "fastcredit/philox.h"
 
 namespace fastcredit::cpu {
@@ -11,5 +14,11 @@ void feedback_fill(at::Tensor& out, uint64_t seed, Dist dist, double scale);
 
 at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist dist,
                           double scale, bool transpose);
+
+// (grad * f'(pre_activation), column sums of that): [N, D] (contiguous) and [D].
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue(const at::Tensor& grad,
+                                                         const at::Tensor& pre_activation,
+                                                         Activation activation,
+                                                         double negative_slope);
 
 }  // namespace fastcredit::cpu

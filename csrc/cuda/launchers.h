@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "fastcredit/activations.h"
 #include "fastcredit/philox.h"
 
 namespace fastcredit::cuda {
@@ -28,5 +29,24 @@ cudaError_t launch_seeded_project(const T* x, int64_t n, int64_t k, int64_t stri
 
 // Largest `cols` launch_seeded_project accepts: grid.y limit (65535) times the column tile.
 constexpr int64_t kSeededProjectMaxCols = 65535 * 64;
+
+// DFA backward epilogue over grad[n, d] and pre_activation[n, d] (both strided):
+// delta[n, d] (contiguous) = grad * f'(pre_activation), grad_bias[d] = sum over rows of delta.
+// `workspace` holds dfa_epilogue_workspace_size(n, d) elements (none needed when it is 0).
+template <typename T>
+cudaError_t launch_dfa_backward_epilogue(const T* grad, int64_t grad_stride_n,
+                                         int64_t grad_stride_d, const T* pre_activation,
+                                         int64_t pre_stride_n, int64_t pre_stride_d, int64_t n,
+                                         int64_t d, Activation activation, double negative_slope,
+                                         T* delta, T* grad_bias, T* workspace,
+                                         cudaStream_t stream);
+
+// Rows summed by one block of the epilogue; more rows need a workspace of partial sums.
+constexpr int64_t kEpilogueSlabRows = 128;
+
+constexpr int64_t dfa_epilogue_workspace_size(int64_t n, int64_t d) {
+  const int64_t slabs = (n + kEpilogueSlabRows - 1) / kEpilogueSlabRows;
+  return slabs > 1 ? slabs * d : 0;
+}
 
 }  // namespace fastcredit::cuda

@@ -7,6 +7,7 @@
 
 // clang-format off: the emulation header must come before any kernel source
 #include "cuda_emu.h"
+#include "cuda/dfa_epilogue.cuh"
 #include "cuda/projection.cuh"
 // clang-format on
 #include "device_ops.h"
@@ -24,6 +25,13 @@ at::Tensor seeded_project_emu(const at::Tensor& x, int64_t seed, int64_t cols,
   return device::seeded_project(x, seed, cols, dist, scale, transpose, nullptr);
 }
 
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_emu(const at::Tensor& grad,
+                                                             const at::Tensor& pre_activation,
+                                                             const std::string& activation,
+                                                             double negative_slope) {
+  return device::dfa_backward_epilogue(grad, pre_activation, activation, negative_slope, nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
@@ -31,6 +39,7 @@ TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
 TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
   m.impl("feedback_fill_", &feedback_fill_emu);
   m.impl("seeded_project", &seeded_project_emu);
+  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_emu);
 }
 
 }  // namespace fastcredit

@@ -4,10 +4,12 @@
 // thread mode under TSan. Small odd shapes: the emulator is ~1000x slower than native code.
 #include "cuda_emu.h"
 // the kernels come after the emulation header
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
+#include "cuda/dfa_epilogue.cuh"
 #include "cuda/projection.cuh"
 
 using namespace fastcredit;
@@ -87,6 +89,49 @@ static void check_seeded_project(int64_t n, int64_t k, int64_t cols, bool transp
   cudaFree(out);
 }
 
+template <typename T>
+static void check_dfa_backward_epilogue(int64_t n, int64_t d, Activation act) {
+  // grad is the transpose of a [d, n] buffer (strides 1, n); pre_activation is row-major.
+  std::vector<T> grad_host(n * d), pre_host(n * d);
+  for (size_t i = 0; i < grad_host.size(); ++i) {
+    grad_host[i] = static_cast<T>(std::sin(0.37 * i + 0.2));
+    pre_host[i] = static_cast<T>(5.0 * std::cos(0.11 * i) + 1.0);
+  }
+  T* grad = device_copy(grad_host);
+  T* pre = device_copy(pre_host);
+  T *delta = nullptr, *bias = nullptr, *workspace = nullptr;
+  cudaMalloc(reinterpret_cast<void**>(&delta), std::max<int64_t>(n * d, 1) * sizeof(T));
+  cudaMalloc(reinterpret_cast<void**>(&bias), std::max<int64_t>(d, 1) * sizeof(T));
+  const int64_t ws = cuda::dfa_epilogue_workspace_size(n, d);
+  if (ws) cudaMalloc(reinterpret_cast<void**>(&workspace), ws * sizeof(T));
+  if (cuda::launch_dfa_backward_epilogue(grad, 1, n, pre, d, 1, n, d, act, 0.2, delta, bias,
+                                         workspace, nullptr) != cudaSuccess)
+    ++failures;
+  const std::vector<T> got_delta = host_copy(delta, n * d);
+  const std::vector<T> got_bias = host_copy(bias, d);
+  const double tol = sizeof(T) == 8 ? 1e-12 : 1e-5;
+  for (int64_t c = 0; c < d; ++c) {
+    double sum = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      double f_prime = 0;
+      dispatch_activation(act, [&](auto tag) {
+        f_prime = activation_grad<decltype(tag)::value>(static_cast<double>(pre_host[r * d + c]),
+                                                        0.2);
+      });
+      const double want = static_cast<double>(grad_host[r + c * n]) * f_prime;
+      expect_close(got_delta[r * d + c], want, tol, "dfa_backward_epilogue delta", r, c);
+      sum += want;
+    }
+    expect_close(got_bias[c], sum, tol * std::sqrt(double(n + 1)), "dfa_backward_epilogue bias",
+                 c, n);
+  }
+  cudaFree(grad);
+  cudaFree(pre);
+  cudaFree(delta);
+  cudaFree(bias);
+  if (workspace) cudaFree(workspace);
+}
+
 int main() {
   for (Dist dist : {Dist::kUniform, Dist::kNormal, Dist::kRademacher}) {
     check_feedback_fill<float>(5, 7, dist);
@@ -97,6 +142,16 @@ int main() {
   check_seeded_project<double>(3, 33, 70, true, Dist::kUniform);
   check_seeded_project<float>(65, 1, 3, false, Dist::kRademacher);
   check_seeded_project<float>(1, 20, 129, true, Dist::kNormal);
+  for (Activation act : {Activation::kIdentity, Activation::kTanh, Activation::kSigmoid,
+                         Activation::kRelu, Activation::kLeakyRelu, Activation::kRelu6,
+                         Activation::kSoftplus, Activation::kGelu}) {
+    check_dfa_backward_epilogue<double>(20, 5, act);
+  }
+  // Three row slabs (workspace + column-sum kernel), two column blocks, and the empty cases.
+  check_dfa_backward_epilogue<double>(260, 37, Activation::kGelu);
+  check_dfa_backward_epilogue<float>(131, 33, Activation::kLeakyRelu);
+  check_dfa_backward_epilogue<float>(0, 3, Activation::kTanh);
+  check_dfa_backward_epilogue<float>(4, 0, Activation::kTanh);
   if (cudaGetLastError() != cudaSuccess) ++failures;
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);

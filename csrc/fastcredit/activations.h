@@ -1,0 +1,111 @@
+// Activation functions f and their derivatives f', host+device clean, so CPU kernels, CUDA
+// kernels and the CUDA emulation use the same formulas. The derivatives follow PyTorch's
+// backward formulas (including the value at kinks), so a fused backward matches autograd.
+#pragma once
+
+#include <math.h>
+
+#include "macros.h"
+
+namespace fastcredit {
+
+// Ops name activations by string (csrc/checks.h parses them); the values are internal.
+enum class Activation : int {
+  kIdentity = 0,
+  kTanh = 1,
+  kSigmoid = 2,
+  kRelu = 3,
+  kLeakyRelu = 4,
+  kRelu6 = 5,
+  kSoftplus = 6,  // beta = 1, threshold = 20, as torch.nn.functional.softplus's defaults
+  kGelu = 7,      // the exact erf form (torch's default approximate='none')
+};
+
+namespace activation_detail {
+// Explicit float/double overloads: <math.h> alone gives the host only the double versions.
+FC_HOST_DEVICE FC_INLINE float tanh_(float x) { return tanhf(x); }
+FC_HOST_DEVICE FC_INLINE double tanh_(double x) { return tanh(x); }
+FC_HOST_DEVICE FC_INLINE float exp_(float x) { return expf(x); }
+FC_HOST_DEVICE FC_INLINE double exp_(double x) { return exp(x); }
+FC_HOST_DEVICE FC_INLINE float log1p_(float x) { return log1pf(x); }
+FC_HOST_DEVICE FC_INLINE double log1p_(double x) { return log1p(x); }
+FC_HOST_DEVICE FC_INLINE float erf_(float x) { return erff(x); }
+FC_HOST_DEVICE FC_INLINE double erf_(double x) { return erf(x); }
+
+constexpr double kSoftplusThreshold = 20.0;
+constexpr double kSqrtHalf = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+template <typename T>
+FC_HOST_DEVICE FC_INLINE T sigmoid(T x) {
+  return T(1) / (T(1) + exp_(-x));
+}
+template <typename T>
+FC_HOST_DEVICE FC_INLINE T normal_cdf(T x) {
+  return T(0.5) * (T(1) + erf_(x * T(kSqrtHalf)));
+}
+}  // namespace activation_detail
+
+// f(x); `slope` is leaky_relu's negative slope and is ignored by the others.
+template <Activation A, typename T>
+FC_HOST_DEVICE FC_INLINE T activation_value(T x, T slope) {
+  using namespace activation_detail;
+  if constexpr (A == Activation::kIdentity) return x;
+  if constexpr (A == Activation::kTanh) return tanh_(x);
+  if constexpr (A == Activation::kSigmoid) return sigmoid(x);
+  if constexpr (A == Activation::kRelu) return x > T(0) ? x : T(0);
+  if constexpr (A == Activation::kLeakyRelu) return x > T(0) ? x : x * slope;
+  if constexpr (A == Activation::kRelu6) return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
+  if constexpr (A == Activation::kSoftplus)
+    return x > T(kSoftplusThreshold) ? x : log1p_(exp_(x));
+  if constexpr (A == Activation::kGelu) return x * normal_cdf(x);
+}
+
+// f'(x) as PyTorch's backward computes it: relu and relu6 have derivative 0 at their kinks
+// (relu6 is hardtanh(0, 6): 1 only strictly inside (0, 6)); leaky_relu has `slope` at 0.
+template <Activation A, typename T>
+FC_HOST_DEVICE FC_INLINE T activation_grad(T x, T slope) {
+  using namespace activation_detail;
+  if constexpr (A == Activation::kIdentity) return T(1);
+  if constexpr (A == Activation::kTanh) {
+    const T y = tanh_(x);
+    return T(1) - y * y;
+  }
+  if constexpr (A == Activation::kSigmoid) {
+    const T y = sigmoid(x);
+    return y * (T(1) - y);
+  }
+  if constexpr (A == Activation::kRelu) return x > T(0) ? T(1) : T(0);
+  if constexpr (A == Activation::kLeakyRelu) return x > T(0) ? T(1) : slope;
+  if constexpr (A == Activation::kRelu6) return (x > T(0) && x < T(6)) ? T(1) : T(0);
+  if constexpr (A == Activation::kSoftplus) {
+    if (x > T(kSoftplusThreshold)) return T(1);
+    const T z = exp_(x);
+    return z / (z + T(1));
+  }
+  if constexpr (A == Activation::kGelu)
+    return normal_cdf(x) + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x);
+}
+
+template <Activation A>
+struct ActivationTag {
+  static constexpr Activation value = A;
+};
+
+// Calls body(ActivationTag<A>{}) for the runtime value `a`, so kernels are instantiated once
+// per activation and the per-element code has no switch. Host only (launchers, CPU kernels).
+template <typename Body>
+inline void dispatch_activation(Activation a, Body&& body) {
+  switch (a) {
+    case Activation::kIdentity: body(ActivationTag<Activation::kIdentity>{}); break;
+    case Activation::kTanh: body(ActivationTag<Activation::kTanh>{}); break;
+    case Activation::kSigmoid: body(ActivationTag<Activation::kSigmoid>{}); break;
+    case Activation::kRelu: body(ActivationTag<Activation::kRelu>{}); break;
+    case Activation::kLeakyRelu: body(ActivationTag<Activation::kLeakyRelu>{}); break;
+    case Activation::kRelu6: body(ActivationTag<Activation::kRelu6>{}); break;
+    case Activation::kSoftplus: body(ActivationTag<Activation::kSoftplus>{}); break;
+    case Activation::kGelu: body(ActivationTag<Activation::kGelu>{}); break;
+  }
+}
+
+}  // namespace fastcredit
