@@ -23,7 +23,7 @@ except ImportError as error:  # noqa: F841 - kept for cuda_kernels_status()
 else:
     _cuda_import_error = None
 
-from . import ops, reference  # noqa: E402
+from . import nn, ops, reference  # noqa: E402
 from .ops import (  # noqa: E402
     dfa_backward_epilogue,
     feedback_fill_,
@@ -67,6 +67,7 @@ __all__ = [
     "dfa_backward_epilogue",
     "feedback_fill_",
     "feedback_matrix",
+    "nn",
     "ops",
     "reference",
     "seeded_project",
