@@ -55,24 +55,28 @@ inline void check_seeded_project_args(const at::Tensor& x, int64_t cols, double 
   TORCH_CHECK(std::isfinite(scale), "seeded_project: scale must be finite, got ", scale);
 }
 
-inline void check_dfa_backward_epilogue_args(const at::Tensor& grad,
-                                             const at::Tensor& pre_activation,
-                                             double negative_slope) {
+inline void check_dfa_backward_epilogue_args(const at::Tensor& grad, const at::Tensor& saved,
+                                             Activation activation, double negative_slope,
+                                             bool saved_is_output) {
   constexpr const char* op = "dfa_backward_epilogue";
   TORCH_CHECK(grad.dim() == 2, op, ": grad must be 2-D [N, D], got ", grad.dim(),
               "-D tensor of shape ", grad.sizes());
-  TORCH_CHECK(grad.sizes() == pre_activation.sizes(), op,
-              ": grad and pre_activation must have the same shape, got ", grad.sizes(), " and ",
-              pre_activation.sizes());
+  TORCH_CHECK(grad.sizes() == saved.sizes(), op,
+              ": grad and saved must have the same shape, got ", grad.sizes(), " and ",
+              saved.sizes());
   check_floating(grad, op, "grad");
-  TORCH_CHECK(grad.scalar_type() == pre_activation.scalar_type(), op,
-              ": grad and pre_activation must have the same dtype, got ", grad.scalar_type(),
-              " and ", pre_activation.scalar_type());
-  TORCH_CHECK(grad.device() == pre_activation.device(), op,
-              ": grad and pre_activation must be on the same device, got ", grad.device(),
-              " and ", pre_activation.device());
+  TORCH_CHECK(grad.scalar_type() == saved.scalar_type(), op,
+              ": grad and saved must have the same dtype, got ", grad.scalar_type(), " and ",
+              saved.scalar_type());
+  TORCH_CHECK(grad.device() == saved.device(), op,
+              ": grad and saved must be on the same device, got ", grad.device(), " and ",
+              saved.device());
   TORCH_CHECK(std::isfinite(negative_slope), op, ": negative_slope must be finite, got ",
               negative_slope);
+  TORCH_CHECK(!saved_is_output || grad_from_output_supported(activation, negative_slope), op,
+              ": this activation's derivative cannot be computed from its output "
+              "(saved_is_output=True); pass the pre-activation (softplus, gelu, and "
+              "leaky_relu with a negative slope need it)");
 }
 
 }  // namespace fastcredit

@@ -73,15 +73,17 @@ inline at::Tensor seeded_project(const at::Tensor& x, int64_t seed, int64_t cols
 }
 
 inline std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue(const at::Tensor& grad,
-                                                                const at::Tensor& pre_activation,
+                                                                const at::Tensor& saved,
                                                                 const std::string& activation,
                                                                 double negative_slope,
+                                                                bool saved_is_output,
                                                                 cudaStream_t stream) {
-  check_dfa_backward_epilogue_args(grad, pre_activation, negative_slope);
   const Activation act = parse_activation(activation);
+  check_dfa_backward_epilogue_args(grad, saved, act, negative_slope, saved_is_output);
   if (!has_kernel_dtype(grad)) {
-    auto [delta, grad_bias] = dfa_backward_epilogue(
-        grad.to(at::kFloat), pre_activation.to(at::kFloat), activation, negative_slope, stream);
+    auto [delta, grad_bias] =
+        dfa_backward_epilogue(grad.to(at::kFloat), saved.to(at::kFloat), activation,
+                              negative_slope, saved_is_output, stream);
     return {delta.to(grad.scalar_type()), grad_bias.to(grad.scalar_type())};
   }
   const int64_t n = grad.size(0);
@@ -93,8 +95,8 @@ inline std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue(const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "dfa_backward_epilogue", [&] {
     err = cuda::launch_dfa_backward_epilogue(
         grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1),
-        pre_activation.const_data_ptr<scalar_t>(), pre_activation.stride(0),
-        pre_activation.stride(1), n, d, act, negative_slope, delta.mutable_data_ptr<scalar_t>(),
+        saved.const_data_ptr<scalar_t>(), saved.stride(0), saved.stride(1), n, d, act,
+        negative_slope, saved_is_output, delta.mutable_data_ptr<scalar_t>(),
         grad_bias.mutable_data_ptr<scalar_t>(), workspace.mutable_data_ptr<scalar_t>(), stream);
   });
   check_launch(err, "dfa_backward_epilogue");

@@ -22,12 +22,13 @@ at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
 }
 
 std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_cpu(const at::Tensor& grad,
-                                                             const at::Tensor& pre_activation,
+                                                             const at::Tensor& saved,
                                                              const std::string& activation,
-                                                             double negative_slope) {
-  check_dfa_backward_epilogue_args(grad, pre_activation, negative_slope);
-  return cpu::dfa_backward_epilogue(grad, pre_activation, parse_activation(activation),
-                                    negative_slope);
+                                                             double negative_slope,
+                                                             bool saved_is_output) {
+  const Activation act = parse_activation(activation);
+  check_dfa_backward_epilogue_args(grad, saved, act, negative_slope, saved_is_output);
+  return cpu::dfa_backward_epilogue(grad, saved, act, negative_slope, saved_is_output);
 }
 
 }  // namespace

@@ -13,10 +13,12 @@ inline void define_op_schemas(torch::Library& m) {
   m.def(
       "seeded_project(Tensor x, int seed, SymInt cols, str dist=\"uniform\", float scale=1.0, "
       "bool transpose=False) -> Tensor");
-  // DFA backward epilogue: delta = grad * f'(pre_activation) and grad_bias = delta.sum(0).
+  // DFA backward epilogue: delta = grad * f'(a) and grad_bias = delta.sum(0), with f' taken
+  // from `saved`: the pre-activation a, or the output f(a) when saved_is_output.
   m.def(
-      "dfa_backward_epilogue(Tensor grad, Tensor pre_activation, str activation, "
-      "float negative_slope=0.01) -> (Tensor delta, Tensor grad_bias)");
+      "dfa_backward_epilogue(Tensor grad, Tensor saved, str activation, "
+      "float negative_slope=0.01, bool saved_is_output=False) -> (Tensor delta, "
+      "Tensor grad_bias)");
 }
 
 }  // namespace fastcredit

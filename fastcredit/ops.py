@@ -100,21 +100,27 @@ def seeded_project(
 
 def dfa_backward_epilogue(
     grad: torch.Tensor,
-    pre_activation: torch.Tensor,
+    saved: torch.Tensor,
     activation: str = "tanh",
     *,
     negative_slope: float = 0.01,
+    saved_is_output: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused local part of a DFA layer's backward, in one pass over its inputs.
 
-    ``grad [N, D]`` is the feedback arriving at the layer's output, ``pre_activation [N, D]``
-    the saved ``a`` with ``output = f(a)``. Returns ``(delta, grad_bias)``: ``delta [N, D] =
-    grad * f'(a)`` (contiguous) and ``grad_bias [D] = delta.sum(0)``. ``f'`` is PyTorch's own
-    derivative of ``activation`` (one of ``ACTIVATIONS``; ``negative_slope`` is leaky_relu's).
-    Inputs may be strided (e.g. an expanded ``grad``); float16/bfloat16 compute in float32.
+    ``grad [N, D]`` is the feedback arriving at the layer's output ``f(a)``; ``saved [N, D]``
+    is the pre-activation ``a``, or with ``saved_is_output=True`` the output ``f(a)`` (for
+    identity, tanh, sigmoid, relu, relu6 and leaky_relu with a slope >= 0, whose derivative
+    follows from the output as in PyTorch's own backward: no recomputation, and nothing to
+    keep beyond the output). Returns ``(delta, grad_bias)``: ``delta [N, D] = grad * f'(a)``
+    (contiguous) and ``grad_bias [D] = delta.sum(0)``. ``f'`` is PyTorch's derivative of
+    ``activation`` (one of ``ACTIVATIONS``; ``negative_slope`` is leaky_relu's). Inputs may be
+    strided (e.g. an expanded ``grad``); float16/bfloat16 compute in float32.
     """
     _check_activation(activation)
-    return _lib.dfa_backward_epilogue(grad, pre_activation, activation, float(negative_slope))
+    return _lib.dfa_backward_epilogue(
+        grad, saved, activation, float(negative_slope), bool(saved_is_output)
+    )
 
 
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
@@ -127,13 +133,14 @@ def _seeded_project_fake(x, seed, cols, dist="uniform", scale=1.0, transpose=Fal
     return x.new_empty((x.shape[0], cols))
 
 
-def _dfa_backward_epilogue_fake(grad, pre_activation, activation, negative_slope=0.01):
+def _dfa_backward_epilogue_fake(grad, saved, activation, negative_slope=0.01,
+                                saved_is_output=False):
     torch._check(
         grad.dim() == 2, lambda: f"dfa_backward_epilogue: grad must be 2-D, got {grad.dim()}-D"
     )
     torch._check(
-        grad.shape == pre_activation.shape,
-        lambda: "dfa_backward_epilogue: grad and pre_activation must have the same shape",
+        grad.shape == saved.shape,
+        lambda: "dfa_backward_epilogue: grad and saved must have the same shape",
     )
     return grad.new_empty(grad.shape), grad.new_empty((grad.shape[1],))
 

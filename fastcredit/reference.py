@@ -139,23 +139,48 @@ def apply_activation(x: torch.Tensor, name: str, *, negative_slope: float = 0.01
     raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
 
 
+# f'(a) written in terms of y = f(a), for the activations where PyTorch's backward does so.
+_GRAD_FROM_OUTPUT = {
+    "identity": lambda y, slope: torch.ones_like(y),
+    "tanh": lambda y, slope: 1 - y * y,
+    "sigmoid": lambda y, slope: y * (1 - y),
+    "relu": lambda y, slope: (y > 0).to(y.dtype),
+    "relu6": lambda y, slope: ((y > 0) & (y < 6)).to(y.dtype),
+    "leaky_relu": lambda y, slope: torch.where(y > 0, 1.0, torch.full_like(y, slope)),
+}
+
+
+def grad_from_output_supported(activation: str, negative_slope: float = 0.01) -> bool:
+    """Whether f' of ``activation`` follows from its output alone (leaky_relu: slope >= 0)."""
+    return activation in _GRAD_FROM_OUTPUT and not (
+        activation == "leaky_relu" and negative_slope < 0
+    )
+
+
 def dfa_backward_epilogue(
     grad: torch.Tensor,
-    pre_activation: torch.Tensor,
+    saved: torch.Tensor,
     activation: str = "tanh",
     *,
     negative_slope: float = 0.01,
+    saved_is_output: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``delta = grad * f'(pre_activation)`` with f' taken by torch autograd, and
-    ``grad_bias = delta.sum(0)``. Half-precision inputs are computed in float32."""
-    if grad.dim() != 2 or grad.shape != pre_activation.shape:
-        raise ValueError("grad and pre_activation must both be [N, D]")
+    """``delta = grad * f'(a)`` and ``grad_bias = delta.sum(0)``. With ``saved = a``, f' is taken
+    by torch autograd of the torch activation; with ``saved_is_output``, ``saved = f(a)`` and
+    f' is PyTorch's formula in terms of the output. Half precision is computed in float32."""
+    if grad.dim() != 2 or grad.shape != saved.shape:
+        raise ValueError("grad and saved must both be [N, D]")
     acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
-    with torch.enable_grad():
-        a = pre_activation.detach().to(acc).requires_grad_()
-        out = apply_activation(a, activation, negative_slope=negative_slope)
-        if activation == "identity":
-            delta = grad.to(acc).clone()
-        else:
+    if saved_is_output:
+        if not grad_from_output_supported(activation, negative_slope):
+            raise ValueError(f"the derivative of {activation!r} needs the pre-activation")
+        f_prime = _GRAD_FROM_OUTPUT[activation](saved.to(acc), negative_slope)
+        delta = grad.to(acc) * f_prime
+    elif activation == "identity":
+        delta = grad.to(acc).clone()
+    else:
+        with torch.enable_grad():
+            a = saved.detach().to(acc).requires_grad_()
+            out = apply_activation(a, activation, negative_slope=negative_slope)
             (delta,) = torch.autograd.grad(out, a, grad.to(acc))
     return delta.to(grad.dtype), delta.sum(0).to(grad.dtype)

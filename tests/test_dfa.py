@@ -166,6 +166,24 @@ def test_dfalinear_equals_linear_activation_and_point(activation):
     _assert_grads_equal(got, _step_grads(plain, x, y))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_dfalinear_keeps_only_its_input_and_output_where_f_prime_allows(activation):
+    layer = DFALinear(6, 9, activation)
+    DFAOutput([layer], 9)
+    x = torch.randn(4, 6)
+    storages = []
+
+    def pack(t):
+        storages.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        h = layer(x)
+    extra = set(storages) - {x.untyped_storage().data_ptr(), h.untyped_storage().data_ptr()}
+    # gelu's derivative needs the pre-activation: one extra [N, out] tensor
+    assert len(extra) == (1 if activation == "gelu" else 0)
+
+
 def test_dfalinear_backward_runs_on_the_emulated_cuda_kernel():
     backend = backends.get("cuda_emulated")
     torch.manual_seed(4)

@@ -1,4 +1,5 @@
-"""dfa_backward_epilogue: delta = grad * f'(a), grad_bias = delta.sum(0), against torch autograd."""
+"""dfa_backward_epilogue: delta = grad * f'(a), grad_bias = delta.sum(0), against torch autograd,
+with f' taken from the pre-activation a or (where PyTorch does so) from the output f(a)."""
 
 import pytest
 import torch
@@ -31,13 +32,19 @@ def _autograd_delta(grad, pre, activation, negative_slope):
     return delta
 
 
+@pytest.mark.parametrize("saved_is_output", [False, True], ids=["from_input", "from_output"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_matches_torch_autograd_float64(backend, activation):
+def test_matches_torch_autograd_float64(backend, activation, saved_is_output):
+    if saved_is_output and not reference.grad_from_output_supported(activation, 0.3):
+        pytest.skip(f"{activation}'s derivative needs the pre-activation")
     epilogue = backend.op("dfa_backward_epilogue")
     for n, d in EMULATED_SHAPES if backend.slow else SHAPES:
         grad, pre = _inputs(n, d)
-        delta, grad_bias = epilogue(grad.to(backend.device), pre.to(backend.device), activation,
-                                    negative_slope=0.3)
+        saved = reference.apply_activation(pre, activation, negative_slope=0.3) \
+            if saved_is_output else pre
+        delta, grad_bias = epilogue(grad.to(backend.device), saved.to(backend.device),
+                                    activation, negative_slope=0.3,
+                                    saved_is_output=saved_is_output)
         want = _autograd_delta(grad, pre, activation, 0.3)
         assert delta.shape == (n, d) and grad_bias.shape == (d,)
         assert delta.dtype == grad_bias.dtype == torch.float64
@@ -45,13 +52,16 @@ def test_matches_torch_autograd_float64(backend, activation):
         torch.testing.assert_close(grad_bias.cpu(), want.sum(0), rtol=1e-12, atol=1e-12 * n)
 
 
+@pytest.mark.parametrize("saved_is_output", [False, True], ids=["from_input", "from_output"])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "relu6"])
-def test_derivative_at_kinks_is_torchs(native_backend, activation):
+def test_derivative_at_kinks_is_torchs(native_backend, activation, saved_is_output):
     # relu: 0 at 0; leaky_relu: the slope at 0; relu6 (hardtanh): 0 at 0 and at 6
     pre = torch.tensor([[-1.0, 0.0, 1e-300, 3.0, 6.0, 7.0]], dtype=torch.float64)
     grad = torch.ones_like(pre)
-    delta, _ = native_backend.op("dfa_backward_epilogue")(grad, pre, activation,
-                                                         negative_slope=0.25)
+    saved = reference.apply_activation(pre, activation, negative_slope=0.25) \
+        if saved_is_output else pre
+    delta, _ = native_backend.op("dfa_backward_epilogue")(
+        grad, saved, activation, negative_slope=0.25, saved_is_output=saved_is_output)
     assert torch.equal(delta, _autograd_delta(grad, pre, activation, 0.25))
 
 
@@ -122,7 +132,8 @@ def test_opcheck(native_backend, dtype):
     op = native_backend.library().dfa_backward_epilogue
     for n, d in [(1, 1), (7, 33), (130, 5)]:
         grad, pre = _inputs(n, d, dtype=dtype)
-        torch.library.opcheck(op, (grad, pre, "leaky_relu", 0.2))
+        torch.library.opcheck(op, (grad, pre, "leaky_relu", 0.2, False))
+        torch.library.opcheck(op, (grad, torch.tanh(pre), "tanh", 0.01, True))
 
 
 # ---- bad input --------------------------------------------------------------------------------
@@ -134,7 +145,7 @@ def test_rejects_bad_inputs_with_named_problem(native):
     ok = torch.zeros(3, 4)
     with pytest.raises(RuntimeError, match=r"grad must be 2-D \[N, D\], got 3-D"):
         epilogue(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), "tanh")
-    with pytest.raises(RuntimeError, match=r"same shape, got \[3, 4\] and \[4, 3\]"):
+    with pytest.raises(RuntimeError, match=r"must have the same shape, got \[3, 4\] and \[4, 3\]"):
         epilogue(ok, torch.zeros(4, 3), "tanh")
     with pytest.raises(RuntimeError, match="must have the same dtype"):
         epilogue(ok, ok.double(), "tanh")
@@ -146,4 +157,7 @@ def test_rejects_bad_inputs_with_named_problem(native):
     with pytest.raises((RuntimeError, ValueError), match="unknown activation 'swish'"):
         epilogue(ok, ok, "swish")
     with pytest.raises(RuntimeError, match="unknown activation 'swish'"):
-        backends.get(native).library().dfa_backward_epilogue(ok, ok, "swish", 0.01)
+        backends.get(native).library().dfa_backward_epilogue(ok, ok, "swish", 0.01, False)
+    for activation, slope in [("gelu", 0.01), ("softplus", 0.01), ("leaky_relu", -0.5)]:
+        with pytest.raises(RuntimeError, match="cannot be computed from its output"):
+            epilogue(ok, ok, activation, negative_slope=slope, saved_is_output=True)

@@ -15,10 +15,12 @@ void feedback_fill(at::Tensor& out, uint64_t seed, Dist dist, double scale);
 at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist dist,
                           double scale, bool transpose);
 
-// (grad * f'(pre_activation), column sums of that): [N, D] (contiguous) and [D].
+// (grad * f'(a), column sums of that): [N, D] (contiguous) and [D]; f' from `saved`, which is
+// a or, when saved_is_output, f(a).
 std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue(const at::Tensor& grad,
-                                                         const at::Tensor& pre_activation,
+                                                         const at::Tensor& saved,
                                                          Activation activation,
-                                                         double negative_slope);
+                                                         double negative_slope,
+                                                         bool saved_is_output);
 
 }  // namespace fastcredit::cpu

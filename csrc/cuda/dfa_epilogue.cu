@@ -3,10 +3,10 @@
 
 namespace fastcredit::cuda {
 
-#define FC_INSTANTIATE(T)                                                                       \
-  template cudaError_t launch_dfa_backward_epilogue<T>(const T*, int64_t, int64_t, const T*,    \
-                                                       int64_t, int64_t, int64_t, int64_t,      \
-                                                       Activation, double, T*, T*, T*,          \
+#define FC_INSTANTIATE(T)                                                                      \
+  template cudaError_t launch_dfa_backward_epilogue<T>(const T*, int64_t, int64_t, const T*,   \
+                                                       int64_t, int64_t, int64_t, int64_t,     \
+                                                       Activation, double, bool, T*, T*, T*,   \
                                                        cudaStream_t);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

@@ -11,8 +11,10 @@ namespace fastcredit::cuda {
 namespace epilogue {
 // A block covers kCols columns of one slab of kEpilogueSlabRows rows: a warp spans the 32
 // columns (coalesced loads and stores of each row segment) and the kRowWarps warps take every
-// kRowWarps-th row. Column sums go warp -> shared memory -> one partial per (slab, column),
-// always added in the same order, so results do not depend on scheduling.
+// kRowWarps-th row. Each thread sums its column over its rows; as a warp's lanes hold
+// different columns, no shuffle is needed: the kRowWarps partials meet in shared memory and
+// give one partial per (slab, column). Every sum runs in a fixed order, so results do not
+// depend on scheduling (no atomics).
 constexpr int kCols = 32;
 constexpr int kRowWarps = 8;
 constexpr int kThreads = kCols * kRowWarps;
@@ -24,21 +26,21 @@ constexpr int kSumThreads = 256;
 constexpr int kSumBlocksMax = 4096;
 static_assert(kEpilogueSlabRows % kRowWarps == 0);
 
-// Compile-time activation and scalar type in one template argument.
-template <Activation A, typename T>
+// Compile-time derivative (an ActivationGrad) and scalar type in one template argument.
+template <typename GradT, typename T>
 struct Traits {
-  static constexpr Activation activation = A;
+  using Grad = GradT;
   using Scalar = T;
 };
 }  // namespace epilogue
 
-// sums[slab, c] = sum over the slab's rows r of delta[r, c] = grad[r, c] * f'(pre[r, c]).
+// sums[slab, c] = sum over the slab's rows r of delta[r, c] = grad[r, c] * f'(from saved[r, c]).
 template <typename Traits, typename T = typename Traits::Scalar>
 __global__ void __launch_bounds__(epilogue::kThreads, epilogue::kMinBlocksPerSm)
     dfa_backward_epilogue_kernel(const T* __restrict__ grad, int64_t grad_stride_n,
-                                 int64_t grad_stride_d, const T* __restrict__ pre,
-                                 int64_t pre_stride_n, int64_t pre_stride_d, int64_t n, int64_t d,
-                                 T slope, T* __restrict__ delta, T* __restrict__ sums) {
+                                 int64_t grad_stride_d, const T* __restrict__ saved,
+                                 int64_t saved_stride_n, int64_t saved_stride_d, int64_t n,
+                                 int64_t d, T slope, T* __restrict__ delta, T* __restrict__ sums) {
   using namespace epilogue;
   __shared__ T warp_sums[kRowWarps][kCols];
   const int lane = threadIdx.x;
@@ -53,11 +55,10 @@ __global__ void __launch_bounds__(epilogue::kThreads, epilogue::kMinBlocksPerSm)
     T acc = T(0);
     if (c < d) {
       const T* g = grad + row0 * grad_stride_n + c * grad_stride_d;
-      const T* a = pre + row0 * pre_stride_n + c * pre_stride_d;
+      const T* s = saved + row0 * saved_stride_n + c * saved_stride_d;
       T* out = delta + row0 * d + c;
       for (int r = warp; r < rows; r += kRowWarps) {
-        const T v =
-            g[r * grad_stride_n] * activation_grad<Traits::activation>(a[r * pre_stride_n], slope);
+        const T v = g[r * grad_stride_n] * Traits::Grad::at(s[r * saved_stride_n], slope);
         out[r * d] = v;
         acc += v;
       }
@@ -65,10 +66,10 @@ __global__ void __launch_bounds__(epilogue::kThreads, epilogue::kMinBlocksPerSm)
     warp_sums[warp][lane] = acc;
     __syncthreads();
     if (warp == 0 && c < d) {
-      T s = warp_sums[0][lane];
+      T total = warp_sums[0][lane];
 #pragma unroll
-      for (int w = 1; w < kRowWarps; ++w) s += warp_sums[w][lane];
-      sums[slab * d + c] = s;
+      for (int w = 1; w < kRowWarps; ++w) total += warp_sums[w][lane];
+      sums[slab * d + c] = total;
     }
     __syncthreads();  // warp_sums is rewritten by the next slab
   }
@@ -90,11 +91,11 @@ __global__ void __launch_bounds__(epilogue::kSumThreads)
 
 template <typename T>
 cudaError_t launch_dfa_backward_epilogue(const T* grad, int64_t grad_stride_n,
-                                         int64_t grad_stride_d, const T* pre_activation,
-                                         int64_t pre_stride_n, int64_t pre_stride_d, int64_t n,
-                                         int64_t d, Activation activation, double negative_slope,
-                                         T* delta, T* grad_bias, T* workspace,
-                                         cudaStream_t stream) {
+                                         int64_t grad_stride_d, const T* saved,
+                                         int64_t saved_stride_n, int64_t saved_stride_d,
+                                         int64_t n, int64_t d, Activation activation,
+                                         double negative_slope, bool saved_is_output, T* delta,
+                                         T* grad_bias, T* workspace, cudaStream_t stream) {
   using namespace epilogue;
   if (d == 0) return cudaSuccess;
   if (n == 0) return cudaMemsetAsync(grad_bias, 0, d * sizeof(T), stream);  // all-zero bits: 0.0
@@ -103,10 +104,10 @@ cudaError_t launch_dfa_backward_epilogue(const T* grad, int64_t grad_stride_n,
                   static_cast<unsigned>(min(slabs, static_cast<int64_t>(kMaxGridY))));
   // One slab: the block's sums are the final ones.
   T* sums = slabs > 1 ? workspace : grad_bias;
-  dispatch_activation(activation, [&](auto tag) {
-    using KernelTraits = Traits<decltype(tag)::value, T>;
+  dispatch_activation_grad(activation, saved_is_output, [&](auto grad_tag) {
+    using KernelTraits = Traits<decltype(grad_tag), T>;
     FC_LAUNCH(grid, dim3(kCols, kRowWarps), 0, stream, dfa_backward_epilogue_kernel<KernelTraits>)
-    (grad, grad_stride_n, grad_stride_d, pre_activation, pre_stride_n, pre_stride_d, n, d,
+    (grad, grad_stride_n, grad_stride_d, saved, saved_stride_n, saved_stride_d, n, d,
      static_cast<T>(negative_slope), delta, sums);
   });
   const cudaError_t err = cudaGetLastError();

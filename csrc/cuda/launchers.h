@@ -30,16 +30,17 @@ cudaError_t launch_seeded_project(const T* x, int64_t n, int64_t k, int64_t stri
 // Largest `cols` launch_seeded_project accepts: grid.y limit (65535) times the column tile.
 constexpr int64_t kSeededProjectMaxCols = 65535 * 64;
 
-// DFA backward epilogue over grad[n, d] and pre_activation[n, d] (both strided):
-// delta[n, d] (contiguous) = grad * f'(pre_activation), grad_bias[d] = sum over rows of delta.
-// `workspace` holds dfa_epilogue_workspace_size(n, d) elements (none needed when it is 0).
+// DFA backward epilogue over grad[n, d] and saved[n, d] (both strided): delta[n, d]
+// (contiguous) = grad * f'(a), grad_bias[d] = sum over rows of delta, where `saved` is a or,
+// when saved_is_output (grad_from_output_supported), f(a). `workspace` holds
+// dfa_epilogue_workspace_size(n, d) elements (none needed when it is 0).
 template <typename T>
 cudaError_t launch_dfa_backward_epilogue(const T* grad, int64_t grad_stride_n,
-                                         int64_t grad_stride_d, const T* pre_activation,
-                                         int64_t pre_stride_n, int64_t pre_stride_d, int64_t n,
-                                         int64_t d, Activation activation, double negative_slope,
-                                         T* delta, T* grad_bias, T* workspace,
-                                         cudaStream_t stream);
+                                         int64_t grad_stride_d, const T* saved,
+                                         int64_t saved_stride_n, int64_t saved_stride_d,
+                                         int64_t n, int64_t d, Activation activation,
+                                         double negative_slope, bool saved_is_output, T* delta,
+                                         T* grad_bias, T* workspace, cudaStream_t stream);
 
 // Rows summed by one block of the epilogue; more rows need a workspace of partial sums.
 constexpr int64_t kEpilogueSlabRows = 128;

@@ -15,23 +15,30 @@ from .dfa import DFAPoint
 class _DFALinearFunction(torch.autograd.Function):
     """``h = f(x W^T + b)``; backward: the feedback P arriving at h gives
     ``delta = P * f'(a)`` and ``grad_b = sum_n delta`` (one fused kernel) and
-    ``grad_W = delta^T x`` (one GEMM). No gradient for x: a DFA block's input gets none."""
+    ``grad_W = delta^T x`` (one GEMM). No gradient for x: a DFA block's input gets none.
+
+    Where f' follows from the output (tanh, sigmoid, relu, ...) the output h is saved, not a:
+    h is the next block's input and kept anyway, so the layer adds no activation memory and
+    its backward recomputes no transcendental."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation, negative_slope):
         x2 = x.reshape(-1, x.shape[-1])
         a = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
         h = reference.apply_activation(a, activation, negative_slope=negative_slope)
-        ctx.save_for_backward(x2 if weight.requires_grad else None, a)
+        ctx.saved_is_output = reference.grad_from_output_supported(activation, negative_slope)
+        ctx.save_for_backward(x2 if weight.requires_grad else None,
+                              h if ctx.saved_is_output else a)
         ctx.activation = activation
         ctx.negative_slope = negative_slope
         return h.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad_h):
-        x2, a = ctx.saved_tensors
+        x2, saved = ctx.saved_tensors
         delta, grad_bias = ops.dfa_backward_epilogue(
-            grad_h.reshape(a.shape), a, ctx.activation, negative_slope=ctx.negative_slope
+            grad_h.reshape(saved.shape), saved, ctx.activation,
+            negative_slope=ctx.negative_slope, saved_is_output=ctx.saved_is_output,
         )
         grad_weight = delta.t().mm(x2) if ctx.needs_input_grad[1] else None
         grad_bias = grad_bias if ctx.needs_input_grad[2] else None

@@ -26,10 +26,12 @@ at::Tensor seeded_project_emu(const at::Tensor& x, int64_t seed, int64_t cols,
 }
 
 std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_emu(const at::Tensor& grad,
-                                                             const at::Tensor& pre_activation,
+                                                             const at::Tensor& saved,
                                                              const std::string& activation,
-                                                             double negative_slope) {
-  return device::dfa_backward_epilogue(grad, pre_activation, activation, negative_slope, nullptr);
+                                                             double negative_slope,
+                                                             bool saved_is_output) {
+  return device::dfa_backward_epilogue(grad, saved, activation, negative_slope, saved_is_output,
+                                       nullptr);
 }
 
 }  // namespace

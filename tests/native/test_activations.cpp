@@ -1,5 +1,6 @@
 // Host checks of csrc/fastcredit/activations.h without torch: each derivative agrees with a
-// central difference of its own f, and f and f' hit the values that pin each formula down.
+// central difference of its own f, the output form f'(from f(x)) agrees with f'(x), and f and
+// f' hit the values that pin each formula down.
 #include <cmath>
 #include <cstdio>
 
@@ -27,6 +28,11 @@ static void check_derivative_matches_difference(const char* name, double slope) 
     // float instantiation: same formula in single precision
     const float single = activation_grad<A>(static_cast<float>(x), static_cast<float>(slope));
     expect(std::fabs(single - analytic) < 1e-5, name, x, single, analytic);
+    if constexpr (kGradFromOutput<A>) {
+      const double from_output = activation_grad_from_output<A>(activation_value<A>(x, slope),
+                                                                 slope);
+      expect(std::fabs(from_output - analytic) < 1e-12, name, x, from_output, analytic);
+    }
   }
 }
 
@@ -61,6 +67,19 @@ int main() {
          activation_grad<Activation::kRelu6>(6.0, 0.0), 0);
   expect(activation_grad<Activation::kLeakyRelu>(0.0, 0.3) == 0.3, "leaky_relu'(0)", 0,
          activation_grad<Activation::kLeakyRelu>(0.0, 0.3), 0.3);
+  // The output form at the kinks, where f(x) is 0 or 6.
+  expect(activation_grad_from_output<Activation::kRelu>(0.0, 0.0) == 0.0, "relu'(y=0)", 0,
+         activation_grad_from_output<Activation::kRelu>(0.0, 0.0), 0);
+  expect(activation_grad_from_output<Activation::kRelu6>(6.0, 0.0) == 0.0, "relu6'(y=6)", 6,
+         activation_grad_from_output<Activation::kRelu6>(6.0, 0.0), 0);
+  expect(activation_grad_from_output<Activation::kLeakyRelu>(0.0, 0.3) == 0.3,
+         "leaky_relu'(y=0)", 0, activation_grad_from_output<Activation::kLeakyRelu>(0.0, 0.3),
+         0.3);
+  expect(grad_from_output_supported(Activation::kLeakyRelu, 0.0) &&
+             !grad_from_output_supported(Activation::kLeakyRelu, -0.1) &&
+             !grad_from_output_supported(Activation::kGelu, 0.0) &&
+             !grad_from_output_supported(Activation::kSoftplus, 0.0),
+         "grad_from_output_supported", 0, 0, 1);
 
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);
