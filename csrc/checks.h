@@ -123,4 +123,28 @@ inline SignFeedbackPlan plan_sign_feedback(const at::Tensor& weight,
   return {Magnitude::kSeeded, step_seed(s, static_cast<uint64_t>(step)), d};
 }
 
+inline void check_dfa_backward_epilogue_args(const at::Tensor& grad, const at::Tensor& saved,
+                                             Activation activation, double negative_slope,
+                                             bool saved_is_output) {
+  constexpr const char* op = "dfa_backward_epilogue";
+  TORCH_CHECK(grad.dim() == 2, op, ": grad must be 2-D [N, D], got ", grad.dim(),
+              "-D tensor of shape ", grad.sizes());
+  TORCH_CHECK(grad.sizes() == saved.sizes(), op,
+              ": grad and saved must have the same shape, got ", grad.sizes(), " and ",
+              saved.sizes());
+  check_floating(grad, op, "grad");
+  TORCH_CHECK(grad.scalar_type() == saved.scalar_type(), op,
+              ": grad and saved must have the same dtype, got ", grad.scalar_type(), " and ",
+              saved.scalar_type());
+  TORCH_CHECK(grad.device() == saved.device(), op,
+              ": grad and saved must be on the same device, got ", grad.device(), " and ",
+              saved.device());
+  TORCH_CHECK(std::isfinite(negative_slope), op, ": negative_slope must be finite, got ",
+              negative_slope);
+  TORCH_CHECK(!saved_is_output || grad_from_output_supported(activation, negative_slope), op,
+              ": this activation's derivative cannot be computed from its output "
+              "(saved_is_output=True); pass the pre-activation (softplus, gelu, and "
+              "leaky_relu with a negative slope need it)");
+}
+
 }  // namespace fastcredit

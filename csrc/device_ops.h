@@ -3,9 +3,12 @@
 // allocations and dtype handling. The caller picks the device and stream.
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+
+#include <tuple>
 
 #include "checks.h"
 #include "cuda/launchers.h"
@@ -129,6 +132,37 @@ inline at::Tensor sign_feedback(const at::Tensor& weight, const std::string& mod
   }
   check_launch(err, "sign_feedback");
   return out;
+}
+
+inline std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue(const at::Tensor& grad,
+                                                                const at::Tensor& saved,
+                                                                const std::string& activation,
+                                                                double negative_slope,
+                                                                bool saved_is_output,
+                                                                cudaStream_t stream) {
+  const Activation act = parse_activation(activation);
+  check_dfa_backward_epilogue_args(grad, saved, act, negative_slope, saved_is_output);
+  if (!has_kernel_dtype(grad)) {
+    auto [delta, grad_bias] =
+        dfa_backward_epilogue(grad.to(at::kFloat), saved.to(at::kFloat), activation,
+                              negative_slope, saved_is_output, stream);
+    return {delta.to(grad.scalar_type()), grad_bias.to(grad.scalar_type())};
+  }
+  const int64_t n = grad.size(0);
+  const int64_t d = grad.size(1);
+  at::Tensor delta = at::empty({n, d}, grad.options());
+  at::Tensor grad_bias = at::empty({d}, grad.options());
+  at::Tensor workspace = at::empty({cuda::dfa_epilogue_workspace_size(n, d)}, grad.options());
+  cudaError_t err;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "dfa_backward_epilogue", [&] {
+    err = cuda::launch_dfa_backward_epilogue(
+        grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1),
+        saved.const_data_ptr<scalar_t>(), saved.stride(0), saved.stride(1), n, d, act,
+        negative_slope, saved_is_output, delta.mutable_data_ptr<scalar_t>(),
+        grad_bias.mutable_data_ptr<scalar_t>(), workspace.mutable_data_ptr<scalar_t>(), stream);
+  });
+  check_launch(err, "dfa_backward_epilogue");
+  return {delta, grad_bias};
 }
 
 }  // namespace fastcredit::device

@@ -38,6 +38,16 @@ at::Tensor sign_feedback_cpu(const at::Tensor& weight, const std::string& mode, 
                             plan.dist, scale);
 }
 
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_cpu(const at::Tensor& grad,
+                                                             const at::Tensor& saved,
+                                                             const std::string& activation,
+                                                             double negative_slope,
+                                                             bool saved_is_output) {
+  const Activation act = parse_activation(activation);
+  check_dfa_backward_epilogue_args(grad, saved, act, negative_slope, saved_is_output);
+  return cpu::dfa_backward_epilogue(grad, saved, act, negative_slope, saved_is_output);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit, m) { define_op_schemas(m); }
@@ -47,6 +57,7 @@ TORCH_LIBRARY_IMPL(fastcredit, CPU, m) {
   m.impl("seeded_project", &seeded_project_cpu);
   m.impl("lra_error", &lra_error_cpu);
   m.impl("sign_feedback", &sign_feedback_cpu);
+  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_cpu);
 }
 
 }  // namespace fastcredit

@@ -37,6 +37,16 @@ at::Tensor sign_feedback_cuda(const at::Tensor& weight, const std::string& mode,
                                c10::cuda::getCurrentCUDAStream());
 }
 
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_cuda(const at::Tensor& grad,
+                                                              const at::Tensor& saved,
+                                                              const std::string& activation,
+                                                              double negative_slope,
+                                                              bool saved_is_output) {
+  const c10::cuda::CUDAGuard guard(grad.device());
+  return device::dfa_backward_epilogue(grad, saved, activation, negative_slope, saved_is_output,
+                                       c10::cuda::getCurrentCUDAStream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcredit, CUDA, m) {
@@ -44,6 +54,7 @@ TORCH_LIBRARY_IMPL(fastcredit, CUDA, m) {
   m.impl("seeded_project", &seeded_project_cuda);
   m.impl("lra_error", &lra_error_cuda);
   m.impl("sign_feedback", &sign_feedback_cuda);
+  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_cuda);
 }
 
 }  // namespace fastcredit

@@ -23,6 +23,12 @@ inline void define_op_schemas(torch::Library& m) {
   m.def(
       "sign_feedback(Tensor weight, str mode, float scale=1.0, Tensor? magnitude=None, "
       "int seed=0, int step=0, str dist=\"uniform\") -> Tensor");
+  // DFA backward epilogue: delta = grad * f'(a) and grad_bias = delta.sum(0), with f' taken
+  // from `saved`: the pre-activation a, or the output f(a) when saved_is_output.
+  m.def(
+      "dfa_backward_epilogue(Tensor grad, Tensor saved, str activation, "
+      "float negative_slope=0.01, bool saved_is_output=False) -> (Tensor delta, "
+      "Tensor grad_bias)");
 }
 
 }  // namespace fastcredit

@@ -30,6 +30,7 @@ from .ops import (  # noqa: E402
     lra_error,
     seeded_project,
     sign_feedback,
+    dfa_backward_epilogue,
 )
 
 
@@ -65,12 +66,13 @@ __all__ = [
     "__version__",
     "build_info",
     "cuda_kernels_available",
+    "data",
+    "dfa_backward_epilogue",
+    "diagnostics",
     "feedback",
     "feedback_fill_",
     "feedback_matrix",
     "lra_error",
-    "data",
-    "diagnostics",
     "nn",
     "ops",
     "optim",

@@ -38,6 +38,11 @@ def _check_dist(dist: str) -> None:
         raise ValueError(f"unknown dist {dist!r}; expected one of {DISTS}")
 
 
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+
+
 def feedback_fill_(
     out: torch.Tensor, seed: int, *, dist: str = "uniform", scale: float = 1.0
 ) -> torch.Tensor:
@@ -108,8 +113,7 @@ def lra_error(
     ``2 (f(a) - y) / (1 + (f(a) - y)^2)`` (``"cauchy"``), multiplied by ``f'(a)`` when
     ``use_fprime`` (sign uses the surrogate derivative ``1{|a| <= 1}``).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    _check_activation(activation)
     if error not in ("gaussian", "cauchy"):
         raise ValueError(f"unknown error {error!r}; expected 'gaussian' or 'cauchy'")
     return _lib.lra_error(pre_activation, displacement, float(beta), activation, error,
@@ -144,6 +148,31 @@ def sign_feedback(
     )
 
 
+def dfa_backward_epilogue(
+    grad: torch.Tensor,
+    saved: torch.Tensor,
+    activation: str = "tanh",
+    *,
+    negative_slope: float = 0.01,
+    saved_is_output: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused local part of a DFA layer's backward, in one pass over its inputs.
+
+    ``grad [N, D]`` is the feedback arriving at the layer's output ``f(a)``; ``saved [N, D]``
+    is the pre-activation ``a``, or with ``saved_is_output=True`` the output ``f(a)`` (for
+    identity, tanh, sigmoid, relu, relu6 and leaky_relu with a slope >= 0, whose derivative
+    follows from the output as in PyTorch's own backward: no recomputation, and nothing to
+    keep beyond the output). Returns ``(delta, grad_bias)``: ``delta [N, D] = grad * f'(a)``
+    (contiguous) and ``grad_bias [D] = delta.sum(0)``. ``f'`` is PyTorch's derivative of
+    ``activation`` (one of ``ACTIVATIONS``; ``negative_slope`` is leaky_relu's). Inputs may be
+    strided (e.g. an expanded ``grad``); float16/bfloat16 compute in float32.
+    """
+    _check_activation(activation)
+    return _lib.dfa_backward_epilogue(
+        grad, saved, activation, float(negative_slope), bool(saved_is_output)
+    )
+
+
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
     torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
     return None
@@ -167,6 +196,18 @@ def _sign_feedback_fake(weight, mode, scale=1.0, magnitude=None, seed=0, step=0,
         lambda: f"sign_feedback: weight must have at least 2 dims, got {weight.dim()}-D",
     )
     return weight.new_empty(weight.shape)
+
+
+def _dfa_backward_epilogue_fake(grad, saved, activation, negative_slope=0.01,
+                                saved_is_output=False):
+    torch._check(
+        grad.dim() == 2, lambda: f"dfa_backward_epilogue: grad must be 2-D, got {grad.dim()}-D"
+    )
+    torch._check(
+        grad.shape == saved.shape,
+        lambda: "dfa_backward_epilogue: grad and saved must have the same shape",
+    )
+    return grad.new_empty(grad.shape), grad.new_empty((grad.shape[1],))
 
 
 def _seeded_project_setup_context(ctx, inputs, output):
@@ -209,6 +250,9 @@ def register_python_impls(namespace: str) -> None:
     torch.library.register_fake(f"{namespace}::feedback_fill_", _feedback_fill_fake)
     torch.library.register_fake(f"{namespace}::seeded_project", _seeded_project_fake)
     torch.library.register_fake(f"{namespace}::lra_error", _lra_error_fake)
+    torch.library.register_fake(
+        f"{namespace}::dfa_backward_epilogue", _dfa_backward_epilogue_fake
+    )
     torch.library.register_autograd(
         f"{namespace}::seeded_project",
         _seeded_project_backward(lib.seeded_project),

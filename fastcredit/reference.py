@@ -16,6 +16,8 @@ _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
 DISTS = ("uniform", "normal", "rademacher")
 SIGN_FEEDBACK_MODES = ("scalar", "stored", "seeded", "seeded_step")
+ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "relu6", "softplus", "gelu",
+               "sign")
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +125,6 @@ def seeded_project(
     return (x.to(acc) @ f).to(x.dtype)
 
 
-ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "relu6", "softplus", "gelu",
-               "sign")
-
-
 def activation_value(x: torch.Tensor, name: str, negative_slope: float = 0.01) -> torch.Tensor:
     """f(x) for every activation the kernels know (torch's definitions; sign(0) = 0)."""
     functions = {
@@ -180,6 +178,8 @@ def lra_error(
     if use_fprime:
         e = e * activation_grad(a, activation, negative_slope)
     return e.to(pre_activation.dtype)
+
+
 def step_seed(seed: int, step: int) -> int:
     """The seed of brSF's draw number ``step`` under ``seed``: words 0 and 1 (low, high) of
     Philox4x32-10 at counter ``(step mod 2**32, step >> 32, 2**32 - 1, 2**32 - 1)`` under key
@@ -224,3 +224,45 @@ def sign_feedback(
     f = feedback_matrix(seed, rows, cols, dist=dist, scale=scale, dtype=torch.float64)
     magnitude = f.abs().to(device=weight.device, dtype=weight.dtype).reshape(weight.shape)
     return _sign(weight) * magnitude
+
+
+# f'(a) written in terms of y = f(a), for the activations where PyTorch's backward does so.
+_GRAD_FROM_OUTPUT = {
+    "identity": lambda y, slope: torch.ones_like(y),
+    "tanh": lambda y, slope: 1 - y * y,
+    "sigmoid": lambda y, slope: y * (1 - y),
+    "relu": lambda y, slope: (y > 0).to(y.dtype),
+    "relu6": lambda y, slope: ((y > 0) & (y < 6)).to(y.dtype),
+    "leaky_relu": lambda y, slope: torch.where(y > 0, 1.0, torch.full_like(y, slope)),
+}
+
+
+def grad_from_output_supported(activation: str, negative_slope: float = 0.01) -> bool:
+    """Whether f' of ``activation`` follows from its output alone (leaky_relu: slope >= 0)."""
+    return activation in _GRAD_FROM_OUTPUT and not (
+        activation == "leaky_relu" and negative_slope < 0
+    )
+
+
+def dfa_backward_epilogue(
+    grad: torch.Tensor,
+    saved: torch.Tensor,
+    activation: str = "tanh",
+    *,
+    negative_slope: float = 0.01,
+    saved_is_output: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``delta = grad * f'(a)`` and ``grad_bias = delta.sum(0)``. With ``saved = a``, f' is
+    :func:`activation_grad` (torch autograd; sign's surrogate); with ``saved_is_output``, ``saved = f(a)`` and
+    f' is PyTorch's formula in terms of the output. Half precision is computed in float32."""
+    if grad.dim() != 2 or grad.shape != saved.shape:
+        raise ValueError("grad and saved must both be [N, D]")
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    if saved_is_output:
+        if not grad_from_output_supported(activation, negative_slope):
+            raise ValueError(f"the derivative of {activation!r} needs the pre-activation")
+        f_prime = _GRAD_FROM_OUTPUT[activation](saved.to(acc), negative_slope)
+        delta = grad.to(acc) * f_prime
+    else:
+        delta = grad.to(acc) * activation_grad(saved.to(acc), activation, negative_slope)
+    return delta.to(grad.dtype), delta.sum(0).to(grad.dtype)

@@ -9,7 +9,7 @@ import torch
 
 import fastcredit
 
-OPS = ("feedback_fill_", "seeded_project")
+OPS = ("feedback_fill_", "seeded_project", "dfa_backward_epilogue")
 
 
 def _registered_keys(op: str) -> str:

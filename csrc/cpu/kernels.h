@@ -5,6 +5,9 @@
 
 #include "fastcredit/activations.h"
 #include "fastcredit/lra_error.h"
+#include <tuple>
+
+#include "fastcredit/activations.h"
 #include "fastcredit/philox.h"
 #include "fastcredit/sign_feedback.h"
 
@@ -21,5 +24,12 @@ at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displac
 // |M| ⊙ sign(W) with W's shape (contiguous); `magnitude` is read only for Magnitude::kStored.
 at::Tensor sign_feedback(const at::Tensor& weight, const at::Tensor& magnitude, Magnitude kind,
                          uint64_t seed, Dist dist, double scale);
+// (grad * f'(a), column sums of that): [N, D] (contiguous) and [D]; f' from `saved`, which is
+// a or, when saved_is_output, f(a).
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue(const at::Tensor& grad,
+                                                         const at::Tensor& saved,
+                                                         Activation activation,
+                                                         double negative_slope,
+                                                         bool saved_is_output);
 
 }  // namespace fastcredit::cpu

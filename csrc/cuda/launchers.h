@@ -10,6 +10,7 @@
 #endif
 
 #include "fastcredit/lra_error.h"
+#include "fastcredit/activations.h"
 #include "fastcredit/philox.h"
 #include "fastcredit/sign_feedback.h"
 
@@ -43,5 +44,24 @@ template <typename T>
 cudaError_t launch_lra_error(const T* a, const T* d, T* out, int64_t count, double beta,
                              Activation activation, LocalError error, bool use_fprime,
                              double negative_slope, cudaStream_t stream);
+// DFA backward epilogue over grad[n, d] and saved[n, d] (both strided): delta[n, d]
+// (contiguous) = grad * f'(a), grad_bias[d] = sum over rows of delta, where `saved` is a or,
+// when saved_is_output (grad_from_output_supported), f(a). `workspace` holds
+// dfa_epilogue_workspace_size(n, d) elements (none needed when it is 0).
+template <typename T>
+cudaError_t launch_dfa_backward_epilogue(const T* grad, int64_t grad_stride_n,
+                                         int64_t grad_stride_d, const T* saved,
+                                         int64_t saved_stride_n, int64_t saved_stride_d,
+                                         int64_t n, int64_t d, Activation activation,
+                                         double negative_slope, bool saved_is_output, T* delta,
+                                         T* grad_bias, T* workspace, cudaStream_t stream);
+
+// Rows summed by one block of the epilogue; more rows need a workspace of partial sums.
+constexpr int64_t kEpilogueSlabRows = 128;
+
+constexpr int64_t dfa_epilogue_workspace_size(int64_t n, int64_t d) {
+  const int64_t slabs = (n + kEpilogueSlabRows - 1) / kEpilogueSlabRows;
+  return slabs > 1 ? slabs * d : 0;
+}
 
 }  // namespace fastcredit::cuda

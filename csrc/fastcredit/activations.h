@@ -91,6 +91,45 @@ FC_HOST_DEVICE FC_INLINE T activation_grad(T x, T slope) {
   if constexpr (A == Activation::kSign) return (x >= T(-1) && x <= T(1)) ? T(1) : T(0);
 }
 
+// f' from the output y = f(x) instead of x, as PyTorch's backward does for these: a layer
+// keeps y anyway (it is the next layer's input), and no transcendental is recomputed.
+// leaky_relu qualifies only for slope >= 0 (then y > 0 exactly when x > 0).
+template <Activation A>
+inline constexpr bool kGradFromOutput =
+    A == Activation::kIdentity || A == Activation::kTanh || A == Activation::kSigmoid ||
+    A == Activation::kRelu || A == Activation::kLeakyRelu || A == Activation::kRelu6;
+
+FC_HOST_DEVICE FC_INLINE bool grad_from_output_supported(Activation a, double slope) {
+  return a == Activation::kIdentity || a == Activation::kTanh || a == Activation::kSigmoid ||
+         a == Activation::kRelu || a == Activation::kRelu6 ||
+         (a == Activation::kLeakyRelu && slope >= 0);
+}
+
+template <Activation A, typename T>
+FC_HOST_DEVICE FC_INLINE T activation_grad_from_output(T y, T slope) {
+  static_assert(kGradFromOutput<A>, "this activation's derivative needs its input");
+  if constexpr (A == Activation::kIdentity) return T(1);
+  if constexpr (A == Activation::kTanh) return T(1) - y * y;
+  if constexpr (A == Activation::kSigmoid) return y * (T(1) - y);
+  if constexpr (A == Activation::kRelu) return y > T(0) ? T(1) : T(0);
+  if constexpr (A == Activation::kLeakyRelu) return y > T(0) ? T(1) : slope;
+  if constexpr (A == Activation::kRelu6) return (y > T(0) && y < T(6)) ? T(1) : T(0);
+}
+
+// f' of activation A evaluated from what the layer saved: x, or y when kFromOutput.
+template <Activation A, bool kFromOutput>
+struct ActivationGrad {
+  static constexpr Activation activation = A;
+  template <typename T>
+  FC_HOST_DEVICE FC_INLINE static T at(T saved, T slope) {
+    if constexpr (kFromOutput) {
+      return activation_grad_from_output<A>(saved, slope);
+    } else {
+      return activation_grad<A>(saved, slope);
+    }
+  }
+};
+
 template <Activation A>
 struct ActivationTag {
   static constexpr Activation value = A;
@@ -111,6 +150,19 @@ inline void dispatch_activation(Activation a, Body&& body) {
     case Activation::kGelu: body(ActivationTag<Activation::kGelu>{}); break;
     case Activation::kSign: body(ActivationTag<Activation::kSign>{}); break;
   }
+}
+
+// Calls body(ActivationGrad<A, from_output>{}). The caller has checked
+// grad_from_output_supported(a, slope) when from_output is set.
+template <typename Body>
+inline void dispatch_activation_grad(Activation a, bool from_output, Body&& body) {
+  dispatch_activation(a, [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    if constexpr (kGradFromOutput<A>) {
+      if (from_output) return body(ActivationGrad<A, true>{});
+    }
+    body(ActivationGrad<A, false>{});
+  });
 }
 
 }  // namespace fastcredit

@@ -8,6 +8,7 @@
 // clang-format off: the emulation header must come before any kernel source
 #include "cuda_emu.h"
 #include "cuda/lra.cuh"
+#include "cuda/dfa_epilogue.cuh"
 #include "cuda/projection.cuh"
 #include "cuda/sign_feedback.cuh"
 // clang-format on
@@ -38,6 +39,15 @@ at::Tensor sign_feedback_emu(const at::Tensor& weight, const std::string& mode, 
   return device::sign_feedback(weight, mode, scale, magnitude, seed, step, dist, nullptr);
 }
 
+std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_emu(const at::Tensor& grad,
+                                                             const at::Tensor& saved,
+                                                             const std::string& activation,
+                                                             double negative_slope,
+                                                             bool saved_is_output) {
+  return device::dfa_backward_epilogue(grad, saved, activation, negative_slope, saved_is_output,
+                                       nullptr);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
@@ -47,6 +57,7 @@ TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
   m.impl("seeded_project", &seeded_project_emu);
   m.impl("lra_error", &lra_error_emu);
   m.impl("sign_feedback", &sign_feedback_emu);
+  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_emu);
 }
 
 }  // namespace fastcredit

@@ -4,12 +4,14 @@
 // thread mode under TSan. Small odd shapes: the emulator is ~1000x slower than native code.
 #include "cuda_emu.h"
 // the kernels come after the emulation header
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <vector>
 
 #include "cuda/lra.cuh"
+#include "cuda/dfa_epilogue.cuh"
 #include "cuda/projection.cuh"
 #include "cuda/sign_feedback.cuh"
 
@@ -162,6 +164,55 @@ static void check_sign_feedback(int64_t rows, int64_t cols, Magnitude kind, Dist
   cudaFree(out);
 }
 
+template <typename T>
+static void check_dfa_backward_epilogue(int64_t n, int64_t d, Activation act, bool from_output) {
+  // grad is the transpose of a [d, n] buffer (strides 1, n); saved is row-major and holds the
+  // pre-activation x, or f(x) when from_output.
+  std::vector<T> grad_host(n * d), x_host(n * d), saved_host(n * d);
+  for (size_t i = 0; i < grad_host.size(); ++i) {
+    grad_host[i] = static_cast<T>(std::sin(0.37 * i + 0.2));
+    x_host[i] = static_cast<T>(5.0 * std::cos(0.11 * i) + 1.0);
+    saved_host[i] = x_host[i];
+    if (from_output)
+      dispatch_activation(act, [&](auto tag) {
+        saved_host[i] = activation_value<decltype(tag)::value>(x_host[i], T(0.2));
+      });
+  }
+  T* grad = device_copy(grad_host);
+  T* saved = device_copy(saved_host);
+  T *delta = nullptr, *bias = nullptr, *workspace = nullptr;
+  cudaMalloc(reinterpret_cast<void**>(&delta), std::max<int64_t>(n * d, 1) * sizeof(T));
+  cudaMalloc(reinterpret_cast<void**>(&bias), std::max<int64_t>(d, 1) * sizeof(T));
+  const int64_t ws = cuda::dfa_epilogue_workspace_size(n, d);
+  if (ws) cudaMalloc(reinterpret_cast<void**>(&workspace), ws * sizeof(T));
+  if (cuda::launch_dfa_backward_epilogue(grad, 1, n, saved, d, 1, n, d, act, 0.2, from_output,
+                                         delta, bias, workspace, nullptr) != cudaSuccess)
+    ++failures;
+  const std::vector<T> got_delta = host_copy(delta, n * d);
+  const std::vector<T> got_bias = host_copy(bias, d);
+  const double tol = sizeof(T) == 8 ? 1e-12 : 1e-5;
+  for (int64_t c = 0; c < d; ++c) {
+    double sum = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      double f_prime = 0;  // from x: both forms must agree with it
+      dispatch_activation(act, [&](auto tag) {
+        f_prime = activation_grad<decltype(tag)::value>(static_cast<double>(x_host[r * d + c]),
+                                                        0.2);
+      });
+      const double want = static_cast<double>(grad_host[r + c * n]) * f_prime;
+      expect_close(got_delta[r * d + c], want, tol, "dfa_backward_epilogue delta", r, c);
+      sum += want;
+    }
+    expect_close(got_bias[c], sum, tol * std::sqrt(double(n + 1)), "dfa_backward_epilogue bias",
+                 c, n);
+  }
+  cudaFree(grad);
+  cudaFree(saved);
+  cudaFree(delta);
+  cudaFree(bias);
+  if (workspace) cudaFree(workspace);
+}
+
 int main() {
   for (Dist dist : {Dist::kUniform, Dist::kNormal, Dist::kRademacher}) {
     check_feedback_fill<float>(5, 7, dist);
@@ -181,6 +232,17 @@ int main() {
     check_sign_feedback<double>(5, 3, kind, Dist::kNormal);
   }
   check_sign_feedback<double>(2, 9, Magnitude::kSeeded, Dist::kRademacher);
+  for (Activation act : {Activation::kIdentity, Activation::kTanh, Activation::kSigmoid,
+                         Activation::kRelu, Activation::kLeakyRelu, Activation::kRelu6,
+                         Activation::kSoftplus, Activation::kGelu}) {
+    check_dfa_backward_epilogue<double>(20, 5, act, false);
+    if (grad_from_output_supported(act, 0.2)) check_dfa_backward_epilogue<double>(20, 5, act, true);
+  }
+  // Three row slabs (workspace + column-sum kernel), two column blocks, and the empty cases.
+  check_dfa_backward_epilogue<double>(260, 37, Activation::kGelu, false);
+  check_dfa_backward_epilogue<float>(131, 33, Activation::kTanh, true);
+  check_dfa_backward_epilogue<float>(0, 3, Activation::kTanh, false);
+  check_dfa_backward_epilogue<float>(4, 0, Activation::kTanh, false);
   if (cudaGetLastError() != cudaSuccess) ++failures;
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);

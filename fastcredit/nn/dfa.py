@@ -1,0 +1,583 @@
+"""Direct feedback alignment (Nøkland 2016), with the practices of Launay et al. 2019/2020.
+
+A network is cut into blocks by :class:`DFAPoint` modules and ends in a :class:`DFAOutput`::
+
+    h1 = point1(tanh(fc1(x)))        # forward value unchanged, graph cut after the block
+    h2 = point2(tanh(fc2(h1)))
+    logits = dfa(fc3(h2))            # identity forward
+    loss = F.cross_entropy(logits, y); loss.backward()
+
+In that one ``loss.backward()``, the output block (fc3) gets its true gradient, and every
+point's block gets ``e @ B_l`` (reshaped to the point's shape) as the gradient of its output,
+where ``e = dL/dlogits``. Autograd then carries that signal through the block's own layers
+only: a point returns its input *detached*, so the next block computes no input gradient and
+the blocks' backward passes do not depend on each other.
+
+How it works: each point records the (still attached) tensor it was given on its
+``DFAOutput``'s tape for the current forward. ``DFAOutput`` hands the output and all recorded
+tensors to one autograd Function, whose forward is the identity on the output and whose
+backward returns ``e`` for the output and the projections for the recorded tensors. No nested
+``backward`` call, no second forward, no hooks. Each forward gets its own Function node, so
+several forwards before one backward (gradient accumulation) work; the tape only carries
+tensors from the points to the output within one forward and is emptied by every
+``DFAOutput`` call. Nothing is recorded under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import ops, reference
+
+FEEDBACK_MODES = ("seeded", "stored", "shared")
+NORMALIZATIONS = ("launay2019", "tinydfa", "nokland2016", "none")
+SIGNALS = ("error", "sign", "target")
+SPATIAL_MODES = ("dense", "shared")
+# The distribution each normalisation was published with.
+_DEFAULT_DIST = {"launay2019": "normal", "tinydfa": "uniform", "nokland2016": "uniform",
+                 "none": "uniform"}
+_MASK64 = (1 << 64) - 1
+_NOT_ATTACHED = ("this DFAPoint is not attached to a DFAOutput: pass it in "
+                 "DFAOutput(points=[...], num_outputs=...)")
+
+
+def _derive_seed(base: int, stream: int) -> int:
+    """An independent-looking 64-bit seed per (base, stream): SplitMix64's finaliser."""
+    z = (base + (stream + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _resolve_dims(dims: Sequence[int], rank: int, what: str) -> tuple[int, ...]:
+    resolved = []
+    for dim in dims:
+        if not -rank <= dim < rank:
+            raise ValueError(f"{what}: batch dim {dim} is out of range for a {rank}-D tensor")
+        resolved.append(dim % rank)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"{what}: batch_dims {tuple(dims)} name a dimension twice")
+    return tuple(resolved)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a tensor maps to a [rows, features] matrix: batch-like dims become rows, the rest
+    features. With ``positions > 1`` (spatially shared feedback) only the first feature dim
+    is fed back and the signal is broadcast over the other ``positions`` entries."""
+
+    shape: tuple[int, ...]
+    batch_dims: tuple[int, ...]  # in the order that numbers the rows (row-major)
+    rows: int
+    features: int
+    positions: int = 1
+
+    @classmethod
+    def of(cls, shape: torch.Size, batch_dims: Sequence[int], spatial: str, what: str) -> _Layout:
+        shape = tuple(shape)
+        dims = _resolve_dims(batch_dims, len(shape), what)
+        feature_sizes = [s for i, s in enumerate(shape) if i not in dims]
+        rows = math.prod(shape[i] for i in dims)
+        if spatial == "dense":
+            return cls(shape, dims, rows, math.prod(feature_sizes))
+        if len(feature_sizes) < 2:
+            raise ValueError(
+                f"{what}: spatial='shared' needs a channel dim and position dims after the "
+                f"batch dims, got shape {list(shape)} with batch_dims {dims}"
+            )
+        return cls(shape, dims, rows, feature_sizes[0], math.prod(feature_sizes[1:]))
+
+    @property
+    def _order(self) -> tuple[int, ...]:
+        rest = tuple(i for i in range(len(self.shape)) if i not in self.batch_dims)
+        return self.batch_dims + rest
+
+    def to_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (of this layout's shape) as [rows, features]; dense layouts only."""
+        return t.permute(self._order).reshape(self.rows, self.features)
+
+    def expand(self, p: torch.Tensor) -> torch.Tensor:
+        """Feedback ``p [rows_out, features]`` spread over this layout's shape.
+
+        When this tensor has ``k = rows / rows_out`` rows per output row (extra batch-like
+        dims, e.g. tokens under a pooled output), each projection row is repeated over its
+        k rows; spatially shared feedback is broadcast over the positions. Both divide by
+        the square root of the copy count, so the expected squared norm of the signal stays
+        that of one projection row (TinyDFA's rule for repeats)."""
+        rows_out = p.shape[0]
+        k = self.rows // rows_out if rows_out else 0
+        if k * self.positions > 1:
+            p = p * (1.0 / math.sqrt(k * self.positions))
+        order = self._order
+        permuted = [self.shape[i] for i in order]
+        p = p.unsqueeze(1).expand(rows_out, k, self.features)
+        if self.positions == 1:
+            g = p.reshape(permuted)
+        else:
+            nb = len(self.batch_dims)
+            g = p.reshape(permuted[: nb + 1] + [1] * (len(permuted) - nb - 1)).expand(permuted)
+        inverse = [order.index(i) for i in range(len(order))]
+        return g.permute(inverse) if inverse != list(range(len(order))) else g
+
+
+class DFAPoint(nn.Module):
+    """Marks the output of a hidden block as a DFA feedback point.
+
+    Forward returns its input ``h`` *detached* (same values, no graph), so the next block
+    computes no gradient for its input; ``h`` itself is recorded for the current forward of
+    the :class:`DFAOutput` this point was given to, which delivers ``e @ B_l`` to it in the
+    backward pass. Place it after the block's activation (and dropout / pooling / BN), just
+    before the next weight layer, as Nøkland and Launay do.
+
+    Args:
+        batch_dims: dims of ``h`` that index rows (samples, tokens), listed in the order that
+            numbers the rows (row-major); the other dims are the point's ``d_l`` features.
+            Default: the output's ``batch_dims``. ``h`` may have k times as many rows as the
+            output (e.g. tokens ``[N, T, D]`` with ``batch_dims=(0, 1)`` under a pooled
+            ``[N, C]`` output): each output row's feedback is then repeated over its k rows
+            and divided by sqrt(k). The output's rows must come first in that numbering (for
+            a sequence-first ``[T, N, D]`` list ``(1, 0)``).
+        spatial: ``"dense"`` (default): one feedback weight per feature entry, i.e. B_l is
+            ``[C, C_l*H*W]`` for a ``[N, C_l, H, W]`` conv map, as the reference
+            implementations do. ``"shared"``: B_l is ``[C, C_l]`` (the first non-batch dim);
+            its projection is broadcast over the remaining (position) dims and divided by
+            sqrt(number of positions), which keeps the expected squared norm of the signal
+            equal to the dense option's when the entries of B_l have the same scale.
+    """
+
+    def __init__(self, *, batch_dims: Sequence[int] | None = None, spatial: str = "dense") -> None:
+        super().__init__()
+        if spatial not in SPATIAL_MODES:
+            raise ValueError(f"unknown spatial {spatial!r}; expected one of {SPATIAL_MODES}")
+        self.batch_dims = None if batch_dims is None else tuple(int(d) for d in batch_dims)
+        self.spatial = spatial
+        # The owning DFAOutput is kept out of the module tree (no duplicate registration).
+        self.__dict__["_owner"] = None
+        self._index: int | None = None
+
+    @property
+    def output(self) -> DFAOutput:
+        """The :class:`DFAOutput` that feeds this point."""
+        if self._owner is None:
+            raise RuntimeError(_NOT_ATTACHED)
+        return self._owner
+
+    @property
+    def index(self) -> int:
+        """Position of this point in its output's ``points``."""
+        if self._index is None:
+            raise RuntimeError(_NOT_ATTACHED)
+        return self._index
+
+    @property
+    def features(self) -> int | None:
+        """``d_l``, the number of columns of B_l; None until the feedback geometry is known
+        (the first forward that records every point, or ``set_feedback_matrix``)."""
+        return self.output.features_of(self.index)
+
+    def feedback_matrix(self, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The effective feedback matrix ``B_l [C, d_l]`` (normalisation included),
+        materialised: the point receives ``signal @ B_l``."""
+        return self.output.feedback_matrix(self.index, dtype=dtype)
+
+    def set_feedback_matrix(self, matrix: torch.Tensor) -> None:
+        """Use ``matrix [C, d_l]`` as this point's B_l from now on (``feedback="stored"``)."""
+        self.output.set_feedback_matrix(self.index, matrix)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        owner = self.output
+        if torch.is_grad_enabled():
+            owner._tape[self._index] = h
+        return h.detach()
+
+    def extra_repr(self) -> str:
+        parts = [] if self._index is None else [f"index={self._index}"]
+        if self.batch_dims is not None:
+            parts.append(f"batch_dims={self.batch_dims}")
+        if self.spatial != "dense":
+            parts.append(f"spatial={self.spatial!r}")
+        return ", ".join(parts)
+
+
+def dfa_points(module: nn.Module) -> list[DFAPoint]:
+    """Every :class:`DFAPoint` inside ``module``, in registration order."""
+    return [m for m in module.modules() if isinstance(m, DFAPoint)]
+
+
+class _Feedback(torch.autograd.Function):
+    """Identity on the network output; in backward, the output keeps its gradient e and every
+    recorded point tensor receives its projection of the signal."""
+
+    @staticmethod
+    def forward(ctx, output, plan, *points):
+        ctx.plan = plan
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grads = ctx.plan.owner._feedback(ctx.plan, grad_output, ctx.needs_input_grad[2:])
+        return (grad_output, None, *grads)
+
+
+@dataclass
+class _Plan:
+    """What one forward's backward needs: no tensors but the labels."""
+
+    owner: DFAOutput
+    output_layout: _Layout
+    indices: list[int]
+    layouts: list[_Layout]
+    targets: torch.Tensor | None
+
+
+class DFAOutput(nn.Module):
+    """Applied to the network output: identity forward; in backward, delivers the projected
+    output error to every feedback point, within the same ``loss.backward()``.
+
+    For the output error ``e = dL/d(output)`` reshaped to ``[rows, C]`` (batch dims as rows),
+    point l receives ``s @ B_l`` with ``B_l [C, d_l]`` and the signal ``s``:
+
+    - ``signal="error"``: ``s = e`` (DFA; Nøkland 2016). The loss's own reduction (1/N for
+      ``reduction="mean"``) is in e, and applied nowhere else.
+    - ``signal="sign"``: ``s = sign(e) / rows`` (sign-DFA).
+    - ``signal="target"``: ``s = -onehot(targets) / rows`` (DRTP, Frenkel et al. 2021): the
+      labels replace the error, so the projection needs no output at all. Pass them as
+      ``dfa(logits, targets)``; in eval mode they may be omitted (no feedback is made).
+
+    The 1/rows of the last two makes their scale that of a mean-reduced loss's error, so a
+    learning rate tuned for ``"error"`` transfers. The output block itself always gets its
+    true gradient e.
+
+    Feedback matrices (``B_l = factor_l * R_l``, ``R_l`` with entries from ``dist``):
+
+    - ``feedback="seeded"`` (default): ``R_l = F(seed_l)[:C, :d_l]``, regenerated tile by tile
+      in every backward by :func:`fastcredit.seeded_project` and never stored; a point costs
+      an 8-byte seed derived from this module's ``seed`` buffer.
+    - ``"stored"``: each point's B_l is a buffer (initialised to the seeded matrix, so both
+      modes agree for the same seed; replace it with ``point.set_feedback_matrix``).
+    - ``"shared"``: one matrix for all points, point l using its first d_l columns (TinyDFA).
+      Seeded, so the prefix is free: it is the corner of F(seed); one projection serves all
+      points.
+
+    ``normalization`` sets ``factor_l`` (times ``scale``); ``dist=None`` picks the
+    distribution it was published with:
+
+    - ``"launay2019"`` (normal): ``1/sqrt(C*d_l)``, i.e. N(0, 1/(D_max*C)) entries times the
+      per-point ``sqrt(D_max/d_l)``; ``||s B_l|| ~ ||s||/sqrt(C)`` for every width.
+    - ``"tinydfa"`` (uniform on [-1, 1)): ``1/sqrt(D_max)``, one global factor.
+    - ``"nokland2016"`` (uniform): ``1/sqrt(d_l)``, i.e. entries uniform on
+      ``±1/sqrt(d_l)``.
+    - ``"none"`` (uniform): 1.
+
+    ``D_max`` is the largest ``d_l``. The geometry (every ``d_l``) is fixed by the first
+    forward that records all points, and kept in the ``point_features`` buffer; ``seed``,
+    ``point_features`` and stored matrices are buffers, so ``state_dict()`` round-trips.
+
+    Args:
+        points: the feedback points (:class:`DFAPoint`, or modules with a ``point``
+            attribute such as :class:`DFALinear`), e.g. ``dfa_points(model)``.
+        num_outputs: C, the number of output features per row.
+        batch_dims: dims of the output that index rows (e.g. ``(0, 1)`` for [N, T, vocab]).
+        seed: base seed; default drawn from torch's global generator.
+    """
+
+    def __init__(
+        self,
+        points: Iterable[nn.Module],
+        num_outputs: int,
+        *,
+        feedback: str = "seeded",
+        normalization: str = "launay2019",
+        dist: str | None = None,
+        scale: float = 1.0,
+        signal: str = "error",
+        batch_dims: Sequence[int] = (0,),
+        seed: int | None = None,
+    ):
+        super().__init__()
+        for name, value, allowed in (("feedback", feedback, FEEDBACK_MODES),
+                                     ("normalization", normalization, NORMALIZATIONS),
+                                     ("signal", signal, SIGNALS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+        dist = _DEFAULT_DIST[normalization] if dist is None else dist
+        if dist not in reference.DISTS:
+            raise ValueError(f"unknown dist {dist!r}; expected one of {reference.DISTS}")
+        if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+            raise ValueError(f"num_outputs must be a positive int, got {num_outputs!r}")
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
+        resolved = [_as_point(p) for p in points]
+        if not resolved:
+            raise ValueError("DFAOutput needs at least one DFAPoint")
+        if len({id(p) for p in resolved}) != len(resolved):
+            raise ValueError("the same DFAPoint is listed twice")
+        owned = [i for i, point in enumerate(resolved) if point._owner is not None]
+        if owned:
+            raise ValueError(f"points {owned} already belong to another DFAOutput")
+        for i, point in enumerate(resolved):
+            point.__dict__["_owner"] = self
+            point._index = i
+        self.__dict__["points"] = resolved  # not submodules: they live in the model's tree
+        self.num_outputs = num_outputs
+        self.feedback = feedback
+        self.normalization = normalization
+        self.dist = dist
+        self.scale = float(scale)
+        self.signal = signal
+        self.batch_dims = tuple(int(d) for d in batch_dims)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        seed = ops._seed_as_int64(seed)
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
+        self.register_buffer("point_features", torch.full((len(resolved),), -1, dtype=torch.int64))
+        if feedback == "stored":
+            for i in range(len(resolved)):
+                self.register_buffer(f"feedback_{i}", None)
+        self._tape: dict[int, torch.Tensor] = {}
+        self._host_cache: dict[str, tuple] = {}
+
+    # ---- feedback matrices ---------------------------------------------------------------
+    def _host(self, name: str):
+        """A small buffer's value as Python numbers, re-read only when the tensor changed (an
+        in-place write bumps its version; load_state_dict and .to() do), so the backward of a
+        CUDA model does not synchronise on every use."""
+        t = getattr(self, name)
+        key = (id(t), t._version)
+        cached = self._host_cache.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, t.tolist())
+            self._host_cache[name] = cached
+        return cached[1]
+
+    def _features(self, index: int) -> int:
+        value = self._host("point_features")[index]
+        if value < 0:
+            raise RuntimeError(
+                f"point {index}'s feature count is not known yet: run one forward with "
+                "gradients enabled through every point first"
+            )
+        return value
+
+    def features_of(self, index: int) -> int | None:
+        """Point ``index``'s d_l, or None while the feedback geometry is unknown."""
+        value = self._host("point_features")[index]
+        return None if value < 0 else value
+
+    def point_seed(self, index: int) -> int:
+        """The 64-bit seed of point ``index``'s matrix (the shared one's with "shared")."""
+        base = self._host("seed") & _MASK64
+        return _derive_seed(base, -1 if self.feedback == "shared" else index)
+
+    def point_factor(self, index: int) -> float:
+        """``factor_l``: B_l = factor_l * R_l (see the class docstring)."""
+        d = self._features(index)
+        if self.normalization == "launay2019":
+            return self.scale / math.sqrt(self.num_outputs * d)
+        if self.normalization == "tinydfa":
+            d_max = max(self._features(i) for i in range(len(self.points)))
+            return self.scale / math.sqrt(d_max)
+        if self.normalization == "nokland2016":
+            return self.scale / math.sqrt(d)
+        return self.scale
+
+    def feedback_matrix(self, index: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Point ``index``'s effective ``B_l [C, d_l]``, materialised (a copy)."""
+        if self.feedback == "stored":
+            return self._stored(index).detach().to(dtype=dtype, copy=True)
+        return ops.feedback_matrix(
+            self.point_seed(index), self.num_outputs, self._features(index), dist=self.dist,
+            scale=self.point_factor(index), dtype=dtype, device=self.seed.device,
+        )
+
+    def set_feedback_matrix(self, index: int, matrix: torch.Tensor) -> None:
+        """Replace point ``index``'s B_l by ``matrix [C, d_l]`` (``feedback="stored"`` only)."""
+        if self.feedback != "stored":
+            raise RuntimeError(
+                f"set_feedback_matrix needs feedback='stored'; this output uses {self.feedback!r}"
+            )
+        if matrix.dim() != 2 or matrix.shape[0] != self.num_outputs:
+            raise ValueError(
+                f"feedback matrix must be [C={self.num_outputs}, d_l], got {list(matrix.shape)}"
+            )
+        known = self._host("point_features")[index]
+        if known >= 0 and matrix.shape[1] != known:
+            raise ValueError(f"point {index} has d_l = {known} features, got a matrix with "
+                             f"{matrix.shape[1]} columns")
+        self.point_features[index] = matrix.shape[1]
+        setattr(self, f"feedback_{index}",
+                matrix.detach().to(device=self.seed.device, copy=True))
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(self, output: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """``output``: the network output (e.g. logits ``[N, C]``); returned unchanged.
+        ``targets``: class indices with the shape of the output's batch dims, for
+        ``signal="target"`` only."""
+        tape, self._tape = self._tape, {}
+        output_layout = _Layout.of(output.shape, self.batch_dims, "dense", "DFAOutput")
+        if output_layout.features != self.num_outputs:
+            raise ValueError(
+                f"DFAOutput(num_outputs={self.num_outputs}) got an output of shape "
+                f"{list(output.shape)}, which has {output_layout.features} features per row "
+                f"for batch_dims {self.batch_dims}"
+            )
+        if targets is not None:
+            if self.signal != "target":
+                raise ValueError(f"targets are only used by signal='target', not {self.signal!r}")
+            self._check_targets(targets, output, output_layout)
+        if not tape or not torch.is_grad_enabled():  # points record only with grad enabled
+            return output
+        if self.signal == "target" and targets is None:
+            if self.training:
+                raise ValueError(
+                    "signal='target' (DRTP) projects the labels: call dfa_output(output, targets)"
+                )
+            return output
+        indices = sorted(tape)
+        layouts = []
+        for i in indices:
+            point = self.points[i]
+            dims = self.batch_dims if point.batch_dims is None else point.batch_dims
+            layout = _Layout.of(tape[i].shape, dims, point.spatial, f"DFAPoint {i}")
+            if not _rows_compatible(layout.rows, output_layout.rows):
+                raise ValueError(
+                    f"DFAPoint {i} has {layout.rows} rows (shape {list(layout.shape)}, batch "
+                    f"dims {layout.batch_dims}) but the output has {output_layout.rows}: a "
+                    "point needs the output's rows or a multiple of them"
+                )
+            layouts.append(layout)
+        self._fix_geometry(dict(zip(indices, (layout.features for layout in layouts))), output)
+        # Points of frozen blocks fix their geometry but get no feedback.
+        fed = [k for k, i in enumerate(indices) if tape[i].requires_grad]
+        if not fed:
+            return output
+        plan = _Plan(self, output_layout, [indices[k] for k in fed], [layouts[k] for k in fed],
+                     targets)
+        return _Feedback.apply(output, plan, *(tape[indices[k]] for k in fed))
+
+    def _check_targets(self, targets, output, layout) -> None:
+        batch_shape = [output.shape[i] for i in layout.batch_dims]
+        if targets.dtype != torch.int64 or list(targets.shape) != batch_shape:
+            raise ValueError(
+                f"targets must be int64 class indices of shape {batch_shape} (the output's "
+                f"batch dims), got {targets.dtype} of shape {list(targets.shape)}"
+            )
+        if targets.numel() and not (0 <= targets.min() and targets.max() < self.num_outputs):
+            raise ValueError(f"targets must lie in [0, {self.num_outputs}), got values in "
+                             f"[{int(targets.min())}, {int(targets.max())}]")
+
+    def _fix_geometry(self, features: dict[int, int], output: torch.Tensor) -> None:
+        known = self._host("point_features")
+        for i, d in features.items():
+            if known[i] >= 0 and known[i] != d:
+                raise ValueError(
+                    f"DFAPoint {i} now has {d} features but its feedback was set up for "
+                    f"{known[i]}"
+                )
+        unknown = [i for i, d in enumerate(known) if d < 0 and i not in features]
+        if unknown:
+            raise RuntimeError(
+                f"the first forward with feedback must reach every DFAPoint (it fixes each "
+                f"point's d_l and D_max); points {unknown} recorded nothing"
+            )
+        if any(known[i] != d for i, d in features.items()):
+            for i, d in features.items():
+                self.point_features[i] = d
+        if self.feedback == "stored":
+            dtype = output.dtype if output.dtype.is_floating_point else torch.float32
+            for i in range(len(self.points)):
+                self._stored(i, dtype)
+
+    def _stored(self, index: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Point ``index``'s stored B_l, created from its seeded matrix on first use."""
+        matrix = getattr(self, f"feedback_{index}")
+        if matrix is None:
+            matrix = ops.feedback_matrix(
+                self.point_seed(index), self.num_outputs, self._features(index),
+                dist=self.dist, scale=self.point_factor(index), dtype=dtype,
+                device=self.seed.device,
+            )
+            setattr(self, f"feedback_{index}", matrix)
+        return matrix
+
+    # ---- backward ------------------------------------------------------------------------
+    def _signal(self, plan: _Plan, grad_output: torch.Tensor) -> torch.Tensor:
+        e = plan.output_layout.to_rows(grad_output)
+        if self.signal == "error":
+            return e
+        rows = max(plan.output_layout.rows, 1)
+        if self.signal == "sign":
+            return torch.sign(e) / rows
+        # targets has the shape of the output's batch dims, in order: flat = the row order
+        onehot = nn.functional.one_hot(plan.targets.reshape(-1), self.num_outputs)
+        return onehot.to(e.dtype) * (-1.0 / rows)
+
+    def _feedback(self, plan: _Plan, grad_output: torch.Tensor, needed) -> list:
+        signal = self._signal(plan, grad_output)
+        grads: list[torch.Tensor | None] = [None] * len(plan.indices)
+        wanted = [k for k, need in enumerate(needed) if need]
+        if not wanted:
+            return grads
+        shared = None
+        if self.feedback == "shared":
+            widest = max(plan.layouts[k].features for k in wanted)
+            shared = ops.seeded_project(signal, self.point_seed(0), widest, dist=self.dist)
+        for k in wanted:
+            i, layout = plan.indices[k], plan.layouts[k]
+            if self.feedback == "stored":
+                p = signal @ self._stored(i).to(signal.dtype)
+            elif self.feedback == "shared":
+                p = shared[:, : layout.features] * self.point_factor(i)
+            else:
+                p = ops.seeded_project(signal, self.point_seed(i), layout.features,
+                                       dist=self.dist, scale=self.point_factor(i))
+            grads[k] = layout.expand(p)
+        return grads
+
+    # ---- state ---------------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # Stored matrices are created lazily (their width is learnt in the first forward):
+        # make room for the ones a checkpoint brings.
+        if self.feedback == "stored":
+            for i in range(len(self.points)):
+                key = f"{prefix}feedback_{i}"
+                if key in state_dict and getattr(self, f"feedback_{i}") is None:
+                    setattr(self, f"feedback_{i}",
+                            torch.empty_like(state_dict[key], device=self.seed.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_tape"] = {}  # graph tensors of an unfinished forward are not state
+        state["_host_cache"] = {}
+        return state
+
+    def extra_repr(self) -> str:
+        return (f"points={len(self.points)}, num_outputs={self.num_outputs}, "
+                f"feedback={self.feedback!r}, normalization={self.normalization!r}, "
+                f"dist={self.dist!r}, scale={self.scale}, signal={self.signal!r}, "
+                f"batch_dims={self.batch_dims}")
+
+
+def _rows_compatible(point_rows: int, output_rows: int) -> bool:
+    """A point takes the output's rows or a whole multiple of them (repeats)."""
+    if output_rows == 0:
+        return point_rows == 0
+    return point_rows >= output_rows and point_rows % output_rows == 0
+
+
+def _as_point(module: nn.Module) -> DFAPoint:
+    if isinstance(module, DFAPoint):
+        return module
+    point = getattr(module, "point", None)
+    if isinstance(point, DFAPoint):
+        return point
+    raise TypeError(f"expected a DFAPoint or a module with a DFAPoint `point`, got "
+                    f"{type(module).__name__}")
