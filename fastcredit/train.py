@@ -18,7 +18,7 @@ from torch import nn
 from . import data as datasets
 from . import diagnostics
 
-METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "lra")
+METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "dfa", "lra")
 FEEDBACK_METHODS = ("fa", "usf", "frsf", "brsf", "kp")
 MODELS = ("mlp", "lenet", "convnet")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -99,7 +99,35 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int)
             Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
             Linear(256, classes))
+    if config.method == "dfa":
+        return _with_dfa(model, classes, config.method_options)
     return model
+
+
+class _DFANetwork(nn.Module):
+    """A network whose hidden activations are DFA points, with the DFA output on its logits."""
+
+    def __init__(self, body: nn.Sequential, classes: int, options: dict):
+        super().__init__()
+        from .nn import DFAOutput, dfa_points
+
+        self.body = body
+        self.dfa = DFAOutput(dfa_points(body), classes, **options)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dfa(self.body(x))
+
+
+def _with_dfa(model: nn.Sequential, classes: int, options: dict) -> nn.Module:
+    """Insert a DFA point after every hidden activation of ``model``."""
+    from .nn import DFAPoint
+
+    layers = []
+    for layer in model:
+        layers.append(layer)
+        if isinstance(layer, (nn.Tanh, nn.ReLU)):
+            layers.append(DFAPoint())
+    return _DFANetwork(nn.Sequential(*layers), classes, options)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -15,7 +15,7 @@ def _cli(*args, cwd=None):
                           text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("method", ["bp", "fa", "kp", "lra"])
+@pytest.mark.parametrize("method", ["bp", "fa", "kp", "dfa", "lra"])
 def test_train_writes_metrics_and_plot_and_learns(tmp_path, method):
     pytest.importorskip("sklearn")
     out = tmp_path / method
@@ -90,7 +90,7 @@ def test_train_on_real_fashion_mnist_beats_chance(tmp_path):
     assert records[-1]["test_accuracy"] > 0.6  # chance is 0.1
 
 
-@pytest.mark.parametrize("method", ["bp", "fa", "usf", "frsf", "brsf", "kp"])
+@pytest.mark.parametrize("method", ["bp", "fa", "usf", "frsf", "brsf", "kp", "dfa"])
 @pytest.mark.parametrize("model,shape", [("mlp", (8, 8)), ("convnet", (8, 8)),
                                          ("lenet", (28, 28))])
 def test_every_model_and_method_builds_and_backpropagates(method, model, shape):

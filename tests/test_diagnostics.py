@@ -82,3 +82,29 @@ def test_fa_with_b_equal_w_is_perfectly_aligned_and_random_b_is_not():
     for row in aligned.values():
         assert abs(row["update_cosine"] - 1) < 1e-12 and abs(row["signal_cosine"] - 1) < 1e-12
         assert row["weight_angle"] < 1e-5 and abs(row["norm_ratio"] - 1) < 1e-12
+
+
+class _OneHiddenDFA(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        from fastcredit.nn import DFALinear, DFAOutput
+
+        self.hidden = DFALinear(12, 9, "tanh")
+        self.head = torch.nn.Linear(9, 4)
+        self.dfa = DFAOutput([self.hidden.point], 4, feedback="stored", normalization="none")
+
+    def forward(self, x):
+        return self.dfa(self.head(self.hidden(x)))
+
+
+def test_dfa_with_b_equal_to_the_next_weight_matches_backprop_and_random_b_does_not():
+    torch.manual_seed(0)
+    model = _OneHiddenDFA().double()
+    x, y = _batch()
+    model(x)  # the first forward fixes the point's width
+    random_b = fastcredit.diagnostics.alignment(model, x, y)
+    assert random_b["hidden"]["update_cosine"] < 0.9
+    model.dfa.set_feedback_matrix(0, model.head.weight.detach())
+    aligned = fastcredit.diagnostics.alignment(model, x, y)
+    assert abs(aligned["hidden"]["update_cosine"] - 1) < 1e-12
+    assert abs(aligned["head"]["update_cosine"] - 1) < 1e-12
