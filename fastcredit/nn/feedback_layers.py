@@ -189,10 +189,11 @@ class FeedbackLayer(nn.Module):
         return int(self.feedback_seed) % _UINT64
 
     def _rule(self) -> FeedbackRule:
-        seeded = hasattr(self, "feedback_seed")
+        # Only the seeded forms read the seed in backward; skipping the host read otherwise
+        # also spares torch.compile a graph break per layer.
         return FeedbackRule(
             self.method, self.feedback, self.feedback_scale, self.feedback_dist,
-            self._seed() if seeded else 0,
+            self._seed() if self.feedback == "seeded" else 0,
             self.feedback_step if self.method == "brsf" else None,
         )
 
