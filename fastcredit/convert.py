@@ -149,6 +149,18 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _swap_blocker(module: nn.Module) -> str | None:
+    """Why a Linear/Conv cannot be replaced by another module object, or None."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+             module._backward_pre_hooks)
+    if any(hooks):
+        return ("has hooks (e.g. the old weight_norm's) that a replacement would lose: kept "
+                "as is, its backward is backprop's")
+    if not isinstance(module.weight, nn.Parameter):
+        return "its weight is not a Parameter: kept as is, its backward is backprop's"
+    return None
+
+
 def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
@@ -199,6 +211,10 @@ def _convert_feedback_layers(model, method, report, options) -> nn.Module:
         kind = type(module).__name__
         if id(module) in new_of:
             return new_of[id(module)]
+        blocker = _swap_blocker(module) if type(module) in _LAYERS else None
+        if blocker is not None:
+            report.unsupported.append(Entry(path, kind, blocker))
+            return module
         if type(module) in _LAYERS:
             new = _replacement(module, method, options, len(new_of))
             new_of[id(module)] = new
@@ -380,6 +396,10 @@ def _convert_lra(model, report, options) -> None:
             "Sigmoid, ReLU, ReLU6, LeakyReLU, GELU, default Softplus, Identity; an optional "
             f"leading Flatten); unsupported (index, type): {bad}")
     linears = [i for i, (_, m) in enumerate(items) if type(m) is nn.Linear]
+    blocked = [(items[i][0], _swap_blocker(items[i][1])) for i in linears
+               if _swap_blocker(items[i][1]) is not None]
+    if blocked:
+        raise ValueError(f"convert(method='lra') cannot replace {blocked}")
     if not linears or linears[-1] != len(items) - 1:
         raise ValueError("convert(method='lra'): the last module must be the Linear output "
                          "layer producing logits (LRAOutput assumes a softmax cross-entropy)")

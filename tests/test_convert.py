@@ -255,6 +255,17 @@ def test_unsupported_modules_are_listed_and_left_alone():
     assert ("4", "Embedding") in [(e.path, e.kind) for e in report.unchanged]
 
 
+def test_layers_with_hooks_are_not_swapped_but_listed():
+    hooked = nn.Linear(4, 4)
+    hooked.register_forward_hook(lambda module, inputs, output: output * 2)
+    model = fastcredit.convert(nn.Sequential(hooked, nn.Tanh(), nn.Linear(4, 2)), "fa")
+    assert model[0] is hooked and isinstance(model[2], fastcredit.nn.Linear)
+    assert [(e.path, e.note.split(" (")[0]) for e in model.conversion_report.unsupported] == [
+        ("0", "has hooks")]
+    with pytest.raises(ValueError, match="cannot replace.*has hooks"):
+        fastcredit.convert(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), hooked), "lra")
+
+
 def test_shared_module_is_converted_once_and_root_layer_is_returned():
     shared = nn.Linear(4, 4)
     model = nn.Sequential(shared, nn.Tanh(), shared)
