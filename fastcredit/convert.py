@@ -7,7 +7,9 @@ The model is changed in place and returned; its report is the returned model's
   ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Conv3d`` (exactly those types; subclasses such as
   the one inside ``nn.MultiheadAttention`` are used functionally by their owner) becomes the
   :mod:`fastcredit.nn` layer with the same hyperparameters, holding the *same* Parameter
-  objects, so an optimizer built before the conversion still updates them.
+  objects, so an optimizer built before the conversion still updates them. A layer carrying
+  hooks (e.g. the old ``weight_norm``) is not replaced, as the hooks would be lost: it is
+  listed as unsupported.
 * ``"dfa"``: weight layers stay torch layers; a :class:`~fastcredit.nn.DFAPoint` is attached
   after every hidden block and a :class:`~fastcredit.nn.DFAOutput` to the output layer (both
   through forward hooks, as children of the module they follow, so no state-dict key moves).
