@@ -24,6 +24,7 @@ else:
     _cuda_import_error = None
 
 from . import data, diagnostics, feedback, nn, ops, optim, reference  # noqa: E402
+from .convert import ConversionReport, convert  # noqa: E402
 from .ops import (  # noqa: E402
     feedback_fill_,
     feedback_matrix,
@@ -63,8 +64,10 @@ if _major_minor(_C.build_info()["torch_version"]) != _major_minor(torch.__versio
     )
 
 __all__ = [
+    "ConversionReport",
     "__version__",
     "build_info",
+    "convert",
     "cuda_kernels_available",
     "data",
     "dfa_backward_epilogue",

@@ -7,7 +7,13 @@ Definitions (../shared/ALGORITHMS.md §9), for every module that owns a ``weight
   DFA this is e B at the block, for LRA the error pathway's signal);
 * update alignment: cosine between the method's ``weight.grad`` and backprop's;
 * weight alignment: angle between W and the layer's effective feedback matrix, and the norm
-  ratio ``|B| / |W|``, where the layer exposes a ``feedback_matrix()`` of W's size.
+  ratio ``|B| / |W|``, where the layer exposes a ``feedback_matrix()`` of W's size (for LRA
+  blocks, E: the E–W angle);
+* delta alignment, for LRA blocks (§9.5): per-sample cosine between the error units ``e`` that
+  LRA uses as the layer's delta (its update is ``eᵀ h``) and backprop's delta ``∂L/∂a`` at the
+  pre-activation a (mean and std over the batch). For a hidden block ``e = f(a) − f(a − β d)``
+  (or its Cauchy form) with d the displacement that arrives; for the output block
+  ``e = softmax − onehot``, parallel to backprop's delta sample by sample.
 
 Backprop is computed on the same model and parameters under :func:`fastcredit.nn.backprop`, with
 the random state replayed so dropout masks match. Nothing is copied and no ``.grad`` is touched.
@@ -16,12 +22,14 @@ the random state replayed so dropout masks match. Nothing is copied and no ``.gr
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops, reference
+from .nn.lra import LRALinear, LRAOutput
 from .nn.mode import backprop
 
 EPS = 1e-30  # guards 0 / 0 only: signals can be tiny (LRA errors scale like beta^depth)
@@ -42,12 +50,15 @@ def _weighted_modules(model: nn.Module) -> dict[str, nn.Module]:
             and module.weight.requires_grad}
 
 
-def _signals_and_updates(model, modules, x, y, loss_fn, seed):
-    """Gradients at each module's output and of each module's weight, for one pass."""
+def _signals_and_updates(model, modules, x, y, loss_fn, seed, inputs=None):
+    """Gradients at each module's output and of each module's weight, for one pass; the
+    input of each module goes to ``inputs`` when given."""
     signals: dict[str, torch.Tensor] = {}
 
     def capture(name):
-        def hook(_module, _inputs, output):
+        def hook(_module, module_inputs, output):
+            if inputs is not None and module_inputs:
+                inputs[name] = module_inputs[0].detach()
             if isinstance(output, torch.Tensor) and output.requires_grad:
                 output.register_hook(lambda grad: signals.__setitem__(name, grad.detach()))
         return hook
@@ -75,25 +86,27 @@ def alignment(
     """Per-layer alignment of ``model``'s method with backprop on the probe batch ``(x, y)``.
 
     Returns ``{module_name: {"signal_cosine", "signal_cosine_std", "signal_angle",
-    "update_cosine", "update_angle", "weight_angle", "norm_ratio"}}``; a metric that does not
-    apply to a layer (no feedback matrix of W's size, no gradient) is ``nan``.
+    "update_cosine", "update_angle", "weight_angle", "norm_ratio", "delta_cosine",
+    "delta_cosine_std", "delta_angle"}}``; a metric that does not apply to a layer (no
+    feedback matrix of W's size, no gradient, delta metrics outside LRA blocks) is ``nan``.
     """
     modules = _weighted_modules(model)
-    method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed)
+    inputs: dict[str, torch.Tensor] = {}
+    method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed,
+                                                          inputs)
     with backprop():
         bp_signals, bp_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed)
     report = {}
     for name, module in modules.items():
         row = dict.fromkeys(("signal_cosine", "signal_cosine_std", "signal_angle",
-                             "update_cosine", "update_angle", "weight_angle", "norm_ratio"),
-                            math.nan)
+                             "update_cosine", "update_angle", "weight_angle", "norm_ratio",
+                             "delta_cosine", "delta_cosine_std", "delta_angle"), math.nan)
         if name in method_signals and name in bp_signals:
-            a = method_signals[name].flatten(1).double()
-            b = bp_signals[name].flatten(1).double()
-            per_sample = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + EPS)
-            row["signal_cosine"] = per_sample.mean().item()
-            row["signal_cosine_std"] = per_sample.std().item() if len(per_sample) > 1 else 0.0
-            row["signal_angle"] = _angle(row["signal_cosine"])
+            _per_sample_alignment(row, "signal", method_signals[name], bp_signals[name])
+            if isinstance(module, (LRALinear, LRAOutput)) and name in inputs:
+                lra_delta, bp_delta = _lra_deltas(module, inputs[name], method_signals[name],
+                                                  bp_signals[name])
+                _per_sample_alignment(row, "delta", lra_delta, bp_delta)
         if method_updates[name] is not None and bp_updates[name] is not None:
             row["update_cosine"] = _cosine(method_updates[name], bp_updates[name])
             row["update_angle"] = _angle(row["update_cosine"])
@@ -104,6 +117,26 @@ def alignment(
             row["norm_ratio"] = (feedback.norm() / (weight.norm() + EPS)).item()
         report[name] = row
     return report
+
+
+def _per_sample_alignment(row: dict, prefix: str, method: torch.Tensor, bp: torch.Tensor) -> None:
+    a, b = method.flatten(1).double(), bp.flatten(1).double()
+    per_sample = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + EPS)
+    row[f"{prefix}_cosine"] = per_sample.mean().item()
+    row[f"{prefix}_cosine_std"] = per_sample.std().item() if len(per_sample) > 1 else 0.0
+    row[f"{prefix}_angle"] = _angle(row[f"{prefix}_cosine"])
+
+
+@torch.no_grad()
+def _lra_deltas(module, h, method_signal, bp_signal):
+    """(LRA's error units e, backprop's delta dL/da) of an LRA block from its input h and the
+    signals at its output (the displacement d under LRA, dL/dz under backprop)."""
+    if isinstance(module, LRAOutput):  # the output is a itself; e is a multiple of dL/da
+        return method_signal, bp_signal
+    a = F.linear(h, module.weight, module.bias)
+    e = ops.lra_error(a, method_signal, module.beta, module.activation, module.error,
+                      module.use_fprime, module.negative_slope)
+    return e, bp_signal * reference.activation_grad(a, module.activation, module.negative_slope)
 
 
 def format_table(report: dict[str, dict[str, float]]) -> str:

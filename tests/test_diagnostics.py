@@ -53,6 +53,15 @@ def test_lra_values_match_a_hand_computation():
     assert abs(report["1"]["update_cosine"] - want) < 1e-12
     assert abs(report["2"]["update_cosine"] - 1) < 1e-12  # the output block's update is exact
 
+    # (d) LRA's variant: e is the delta, compared with backprop's dL/da sample by sample
+    bp_delta = true * (1 - h1**2)
+    per_sample = F.cosine_similarity(diff, bp_delta, dim=1)
+    assert abs(report["1"]["delta_cosine"] - per_sample.mean().item()) < 1e-12
+    assert abs(report["1"]["delta_cosine_std"] - per_sample.std().item()) < 1e-12
+    assert abs(report["1"]["delta_angle"] - math.degrees(math.acos(per_sample.mean().item()))) < 1e-9
+    assert 0 < report["1"]["delta_cosine"] < 0.99  # E is random: related to W's delta, not equal
+    assert abs(report["2"]["delta_cosine"] - 1) < 1e-12 and report["2"]["delta_cosine_std"] < 1e-12
+
     cos_ew = F.cosine_similarity(hidden.feedback.flatten(), hidden.weight.flatten(), dim=0)
     assert abs(report["1"]["weight_angle"] - math.degrees(math.acos(cos_ew.item()))) < 1e-9
     ratio = (hidden.feedback.norm() / hidden.weight.norm()).item()
@@ -82,6 +91,30 @@ def test_fa_with_b_equal_w_is_perfectly_aligned_and_random_b_is_not():
     for row in aligned.values():
         assert abs(row["update_cosine"] - 1) < 1e-12 and abs(row["signal_cosine"] - 1) < 1e-12
         assert row["weight_angle"] < 1e-5 and abs(row["norm_ratio"] - 1) < 1e-12
+
+
+def test_fa_values_match_a_hand_computation_and_delta_metrics_are_lra_only():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
+                                fastcredit.nn.Linear(9, 4, method="fa")).double()
+    x, y = _batch()
+    report = fastcredit.diagnostics.alignment(model, x, y)
+
+    first, second = model[0], model[2]
+    h = torch.tanh(first(x))
+    delta_out = (torch.softmax(second(h), -1) - F.one_hot(y, 4).double()) / len(x)
+    fa_signal = (delta_out @ second.feedback_weight) * (1 - h**2)  # at layer 0's output
+    bp_signal = (delta_out @ second.weight) * (1 - h**2)
+    per_sample = F.cosine_similarity(fa_signal, bp_signal, dim=1)
+    assert abs(report["0"]["signal_cosine"] - per_sample.mean().item()) < 1e-12
+    assert abs(report["0"]["signal_cosine_std"] - per_sample.std().item()) < 1e-12
+    want = F.cosine_similarity((fa_signal.T @ x).flatten(), (bp_signal.T @ x).flatten(), dim=0)
+    assert abs(report["0"]["update_cosine"] - want.item()) < 1e-12
+    b, w = first.feedback_weight, first.weight.detach()
+    cos_bw = F.cosine_similarity(b.flatten(), w.flatten(), dim=0).item()
+    assert abs(report["0"]["weight_angle"] - math.degrees(math.acos(cos_bw))) < 1e-9
+    assert abs(report["0"]["norm_ratio"] - (b.norm() / w.norm()).item()) < 1e-12
+    assert all(math.isnan(row["delta_cosine"]) for row in report.values())
 
 
 class _OneHiddenDFA(torch.nn.Module):

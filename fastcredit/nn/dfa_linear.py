@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .. import ops, reference
+from .amp import apply_autocast
 from .dfa import DFAPoint
 from .mode import backprop_active
 
@@ -104,8 +105,8 @@ class DFALinear(nn.Module):
         if backprop_active():
             a = torch.nn.functional.linear(x, self.weight, self.bias)
             return reference.activation_value(a, self.activation, self.negative_slope)
-        h = _DFALinearFunction.apply(x, self.weight, self.bias, self.activation,
-                                     self.negative_slope)
+        h = apply_autocast(_DFALinearFunction, (x, self.weight, self.bias), self.activation,
+                           self.negative_slope)
         return self.point(h)
 
     def extra_repr(self) -> str:

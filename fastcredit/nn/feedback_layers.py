@@ -26,6 +26,7 @@ from torch.autograd.function import once_differentiable
 from .. import ops
 from ..feedback import METHODS, FeedbackRule, default_scale, resolve_storage
 from ..reference import DISTS
+from .amp import apply_autocast
 from .mode import backprop_active
 
 _UINT64 = 1 << 64
@@ -189,10 +190,11 @@ class FeedbackLayer(nn.Module):
         return int(self.feedback_seed) % _UINT64
 
     def _rule(self) -> FeedbackRule:
-        seeded = hasattr(self, "feedback_seed")
+        # Only the seeded forms read the seed in backward; skipping the host read otherwise
+        # also spares torch.compile a graph break per layer.
         return FeedbackRule(
             self.method, self.feedback, self.feedback_scale, self.feedback_dist,
-            self._seed() if seeded else 0,
+            self._seed() if self.feedback == "seeded" else 0,
             self.feedback_step if self.method == "brsf" else None,
         )
 
@@ -239,8 +241,8 @@ class Linear(FeedbackLayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "bp" or backprop_active():
             return F.linear(x, self.weight, self.bias)
-        return _LinearFunction.apply(x, self.weight, self.bias, self._stored_checked(),
-                                     self._rule())
+        return apply_autocast(_LinearFunction, (x, self.weight, self.bias, self._stored_checked()),
+                              self._rule())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._feedback_repr()}"
@@ -279,9 +281,9 @@ class _ConvNd(FeedbackLayer):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             padding = (0,) * d
-        out = _ConvFunction.apply(x, self.weight, self.bias, self._stored_checked(), self._rule(),
-                                  list(self.stride), list(padding), list(self.dilation),
-                                  self.groups)
+        out = apply_autocast(_ConvFunction, (x, self.weight, self.bias, self._stored_checked()),
+                             self._rule(), list(self.stride), list(padding),
+                             list(self.dilation), self.groups)
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:

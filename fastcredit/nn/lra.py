@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops, reference
+from .amp import apply_autocast
 from .mode import backprop_active
 
 LRA_ACTIVATIONS = ("tanh", "sigmoid", "relu", "relu6", "softplus", "identity", "sign",
@@ -252,7 +253,7 @@ class LRALinear(_LRABlock):
                                               self.activation, self.negative_slope)
         rule = self._rule(activation=self.activation, error=self.error,
                           use_fprime=self.use_fprime, negative_slope=self.negative_slope)
-        return _HiddenFn.apply(h, self.weight, self.bias, self.feedback, rule)
+        return apply_autocast(_HiddenFn, (h, self.weight, self.bias, self.feedback), rule)
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, activation={self.activation!r}, "
@@ -286,8 +287,8 @@ class LRAOutput(_LRABlock):
         self._check_input(h)
         if backprop_active():
             return F.linear(h, self.weight, self.bias)
-        return _OutputFn.apply(h, self.weight, self.bias, self.feedback, self._rule(),
-                               self.loss_reduction == "sum")
+        return apply_autocast(_OutputFn, (h, self.weight, self.bias, self.feedback), self._rule(),
+                              self.loss_reduction == "sum")
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, beta={self.beta}, "
