@@ -170,6 +170,14 @@ def test_gamma_zero_keeps_e_a_fixed_buffer():
     assert any("feedback" in name for name, _ in model.named_buffers())
 
 
+def test_slicing_gives_a_sequential_of_the_same_blocks():
+    model = _mlp([5, 4, 4, 3])
+    tail = model[1:]
+    assert type(tail) is torch.nn.Sequential
+    assert list(tail) == list(model)[1:]
+    assert model[-1] is list(model)[-1]
+
+
 def test_refinement_with_one_step_and_no_clipping_is_lra_e():
     x = torch.randn(8, 10, dtype=torch.float64)
     y = torch.randint(0, 3, (8,))

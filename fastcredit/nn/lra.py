@@ -314,3 +314,9 @@ class LRA(nn.Sequential):
         shared = {k: v for k, v in options.items() if k in self._OUTPUT_KEYS}
         output = LRAOutput(widths[-2], widths[-1], **{**shared, **(output_options or {})})
         super().__init__(nn.Flatten(), *hidden, output)
+
+    def __getitem__(self, idx):
+        # Sequential builds slices with self.__class__, whose constructor takes widths.
+        if isinstance(idx, slice):
+            return nn.Sequential(*list(self._modules.values())[idx])
+        return super().__getitem__(idx)
