@@ -206,7 +206,7 @@ def _zero_init_runs(full: bool) -> list[Run]:
 def _methods_runs(full: bool) -> list[Run]:
     return [Run(method, TrainConfig(method=method, model="mlp", hidden=256,
                                     dataset="fashion-mnist", optimizer="adam", lr=1e-3,
-                                    batch_size=64, epochs=20 if full else 1))
+                                    batch_size=64, epochs=20 if full else 3))
             for method in train.METHODS]
 
 
@@ -223,7 +223,7 @@ REPRODUCTIONS = {
             "epochs, SGD momentum 0.9, weight decay 1e-3, batch 64, lr /10 at epochs 50 and 75.",
             _biotorch_runs,
             lambda full: ("full: 100 epochs, lr 0.01 /10 at 50 and 75" if full else
-                          "short: 1 epoch (published: 100)")
+                          "short: 1 epoch (published: 100), lr 0.01")
             + ", SGD momentum 0.9, weight decay 1e-3, batch 64, tanh LeNet on 28x28 (pad 2)",
             (("published error % (100 ep)", lambda r: f"{r['published_error']:.2f}"),
              ("our error %", lambda r: f"{100 - 100 * r['test_accuracy']:.2f}"))),
@@ -276,7 +276,7 @@ REPRODUCTIONS = {
             "Not a published experiment: the same 784-256-256-10 tanh MLP trained by each of "
             "the eight methods, to compare them under one setting.",
             _methods_runs,
-            lambda full: ("full: 20 epochs" if full else "short: 1 epoch")
+            lambda full: ("full: 20 epochs" if full else "short: 3 epochs")
             + ", 784-256-256-10 tanh (LRA: its own blocks, same widths), Adam lr 1e-3, "
               "batch 64",
             (("update cosine per layer, input to output", _update_alignment),)),
