@@ -44,6 +44,9 @@ def test_train_writes_metrics_and_plot_and_learns(tmp_path, method):
         (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
         (["--lr", "nan"], "argument --lr: must be a positive finite number, got nan"),
         (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+        (["--weight-decay", "-1"], "argument --weight-decay: must be a finite number >= 0, got -1"),
+        (["--lr-milestones", "5,2"],
+         "argument --lr-milestones: must be increasing positive epochs separated by commas"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message):
@@ -128,3 +131,23 @@ def test_required_fashion_mnist_fails_instead_of_skipping(monkeypatch):
     monkeypatch.delenv("FASTCREDIT_REQUIRE_FASHION_MNIST")
     with pytest.raises(pytest.skip.Exception):
         _fashion_mnist_or_skip()
+
+
+@pytest.mark.parametrize("method", ["bp", "kp"])
+def test_weight_decay_and_milestones_reach_the_optimizer(method):
+    import torch
+
+    config = train.TrainConfig(method=method, optimizer="sgd", lr=0.1, weight_decay=0.01,
+                               lr_milestones=(1, 3))
+    model = train.build_model(config, (8, 8), 10)
+    optimizer, schedule = train._optimizer(config, model)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+    lrs = []
+    for _epoch in range(4):
+        torch.nn.functional.cross_entropy(model(torch.randn(4, 8, 8)), torch.arange(4)).backward()
+        optimizer.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+        if method == "kp":  # B's optimizer follows W's schedule
+            assert optimizer.feedback_optimizer.param_groups[0]["lr"] == lrs[-1]
+        schedule.step()
+    assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001])
