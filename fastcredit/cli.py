@@ -43,24 +43,60 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _train(args: argparse.Namespace) -> int:
+def _milestones(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values) or list(values) != sorted(set(values)):
+        raise argparse.ArgumentTypeError(
+            f"must be increasing positive epochs separated by commas, got {text!r}")
+    return values
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _guarded(command: str, work) -> int:
+    """Runs ``work()``; a missing dataset or a failed training is one message and status 1."""
     from . import data, train
+
+    try:
+        work()
+    except data.DatasetNotFoundError as error:
+        print(f"fastcredit {command}: {error}", file=sys.stderr)
+        return 1
+    except train.TrainingError as error:
+        print(f"fastcredit {command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import train
 
     config = train.TrainConfig(
         method=args.method, model=args.model, dataset=args.dataset, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, lr_milestones=args.lr_milestones, seed=args.seed,
         threads=args.threads, hidden=args.hidden, max_steps=args.max_steps,
         data_dir=args.data_dir, download=args.download, out=args.out,
         progress=not args.no_progress)
-    try:
-        train.train(config)
-    except data.DatasetNotFoundError as error:
-        print(f"fastcredit train: {error}", file=sys.stderr)
-        return 1
-    except train.TrainingError as error:
-        print(f"fastcredit train: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return _guarded("train", lambda: train.train(config))
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from . import reproduce
+
+    command = " ".join(["fastcredit", *args.argv])
+    return _guarded("reproduce", lambda: reproduce.run(
+        args.name, full=args.full, out=args.out, data_dir=args.data_dir, download=args.download,
+        threads=args.threads, seed=args.seed, only=args.only, dataset=args.dataset,
+        max_steps=args.max_steps, progress=not args.no_progress, command=command))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,7 +107,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import data, train
+    from . import data, reproduce, train
 
     parser = _Parser(prog="fastcredit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -87,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--epochs", type=_positive_int, default=1)
     run.add_argument("--batch-size", type=_positive_int, default=64)
     run.add_argument("--lr", type=_positive_float, default=1e-3)
-    run.add_argument("--optimizer", choices=train.OPTIMIZERS, default="adam")
+    run.add_argument("--optimizer", choices=train.OPTIMIZERS, default="adam",
+                     help="sgd has momentum 0.9")
+    run.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    run.add_argument("--lr-milestones", type=_milestones, default=(), metavar="E1,E2,...",
+                     help="divide the learning rate by 10 after these epochs")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=_positive_int, default=None)
     run.add_argument("--hidden", type=_positive_int, default=256, help="MLP width")
@@ -100,7 +140,35 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(run=_train)
 
+    again = commands.add_parser(
+        "reproduce", help="re-run a published experiment (short schedule unless --full)")
+    again.add_argument("name", choices=tuple(reproduce.REPRODUCTIONS))
+    again.add_argument("--full", action="store_true",
+                       help="the published schedule (hours on a CPU) instead of the short one")
+    again.add_argument("--out", default=None, help="output directory (default reproduce-NAME)")
+    again.add_argument("--only", default=None, metavar="TEXT",
+                       help="run only the runs whose id contains TEXT")
+    again.add_argument("--seed", type=int, default=0)
+    again.add_argument("--dataset", choices=data.DATASETS, default=None,
+                       help="replace every run's dataset (no longer the published experiment)")
+    again.add_argument("--max-steps", type=_positive_int, default=None,
+                       help="stop every run after this many steps (smoke tests)")
+    again.add_argument("--threads", type=_positive_int, default=None)
+    again.add_argument("--data-dir", default=None,
+                       help="directory holding <dataset>/ sub-directories of idx files")
+    again.add_argument("--download", action="store_true",
+                       help="download a missing dataset (checksums verified)")
+    again.add_argument("--no-progress", action="store_true", help="no progress bar")
+    again.set_defaults(run=_reproduce)
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
+    if args.command == "reproduce" and args.only is not None:
+        ids = [r.id for r in reproduce.REPRODUCTIONS[args.name].runs(args.full)]
+        if not any(args.only in run_id for run_id in ids):
+            parser.error(f"argument --only: {args.only!r} matches no run of {args.name} "
+                         f"(runs: {', '.join(ids)})")
     return args.run(args)
 
 

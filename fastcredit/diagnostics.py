@@ -22,7 +22,7 @@ the random state replayed so dropout masks match. Nothing is copied and no ``.gr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +44,13 @@ def _angle(cosine: float) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
 
 
+def _trainable_weight(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, nn.Parameter) and weight.requires_grad
+
+
 def _weighted_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: module for name, module in model.named_modules()
-            if isinstance(getattr(module, "weight", None), nn.Parameter)
-            and module.weight.requires_grad}
+    return {name: module for name, module in model.named_modules() if _trainable_weight(module)}
 
 
 def _signals_and_updates(model, modules, x, y, loss_fn, seed, inputs=None):
@@ -68,12 +71,17 @@ def _signals_and_updates(model, modules, x, y, loss_fn, seed, inputs=None):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             loss = loss_fn(model(x), y)
-        weights = [m.weight for m in modules.values()]
-        grads = torch.autograd.grad(loss, weights, allow_unused=True)
+        owners = [n for n, m in modules.items() if _trainable_weight(m)]
+        weights = [modules[n].weight for n in owners]
+        # Every trainable parameter is an input so that the backward reaches each measured
+        # module's output, also when the measured modules own no weight (activations).
+        ids = {id(w) for w in weights}
+        others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        grads = torch.autograd.grad(loss, weights + others, allow_unused=True)[:len(owners)]
     finally:
         for handle in handles:
             handle.remove()
-    return signals, dict(zip(modules, grads))
+    return signals, dict(zip(owners, grads))
 
 
 def alignment(
@@ -82,6 +90,7 @@ def alignment(
     y: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     seed: int = 0,
+    modules: Iterable[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per-layer alignment of ``model``'s method with backprop on the probe batch ``(x, y)``.
 
@@ -89,8 +98,17 @@ def alignment(
     "update_cosine", "update_angle", "weight_angle", "norm_ratio", "delta_cosine",
     "delta_cosine_std", "delta_angle"}}``; a metric that does not apply to a layer (no
     feedback matrix of W's size, no gradient, delta metrics outside LRA blocks) is ``nan``.
+    ``modules`` names the modules to measure at (default: every module with a trainable
+    weight); e.g. activation modules give Launay's signal alignment after the non-linearity.
     """
-    modules = _weighted_modules(model)
+    named = dict(model.named_modules())
+    if modules is None:
+        modules = _weighted_modules(model)
+    else:
+        unknown = [name for name in modules if name not in named]
+        if unknown:
+            raise ValueError(f"modules: no module named {unknown} in the model")
+        modules = {name: named[name] for name in modules}
     inputs: dict[str, torch.Tensor] = {}
     method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed,
                                                           inputs)
@@ -107,11 +125,12 @@ def alignment(
                 lra_delta, bp_delta = _lra_deltas(module, inputs[name], method_signals[name],
                                                   bp_signals[name])
                 _per_sample_alignment(row, "delta", lra_delta, bp_delta)
-        if method_updates[name] is not None and bp_updates[name] is not None:
+        if method_updates.get(name) is not None and bp_updates.get(name) is not None:
             row["update_cosine"] = _cosine(method_updates[name], bp_updates[name])
             row["update_angle"] = _angle(row["update_cosine"])
         feedback = module.feedback_matrix() if hasattr(module, "feedback_matrix") else None
-        if isinstance(feedback, torch.Tensor) and feedback.numel() == module.weight.numel():
+        if (isinstance(feedback, torch.Tensor) and _trainable_weight(module)
+                and feedback.numel() == module.weight.numel()):
             weight = module.weight.detach()
             row["weight_angle"] = _angle(_cosine(weight, feedback))
             row["norm_ratio"] = (feedback.norm() / (weight.norm() + EPS)).item()

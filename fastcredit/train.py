@@ -37,6 +37,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_milestones: tuple[int, ...] = ()  # epochs after which the learning rate is divided by 10
     seed: int = 0
     threads: int | None = None
     hidden: int = 256
@@ -67,8 +69,8 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int)
                                 "not implemented)")
         from .nn import LRA
 
-        return LRA([features, config.hidden, config.hidden, classes], "tanh",
-                   **config.method_options)
+        return LRA([features, config.hidden, config.hidden, classes],
+                   **{"activation": "tanh", **config.method_options})
     if config.method in FEEDBACK_METHODS:
         from functools import partial
 
@@ -100,7 +102,7 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int)
             Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
             Linear(256, classes))
     if config.method == "dfa":
-        return _with_dfa(model, classes, config.method_options)
+        return with_dfa(model, classes, config.method_options)
     return model
 
 
@@ -118,7 +120,7 @@ class _DFANetwork(nn.Module):
         return self.dfa(self.body(x))
 
 
-def _with_dfa(model: nn.Sequential, classes: int, options: dict) -> nn.Module:
+def with_dfa(model: nn.Sequential, classes: int, options: dict) -> nn.Module:
     """Insert a DFA point after every hidden activation of ``model``."""
     from .nn import DFAPoint
 
@@ -130,19 +132,22 @@ def _with_dfa(model: nn.Sequential, classes: int, options: dict) -> nn.Module:
     return _DFANetwork(nn.Sequential(*layers), classes, options)
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(config: TrainConfig, model: nn.Module):
+    """The optimizer and its per-epoch learning-rate schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
+    decay = config.weight_decay
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=decay)
     elif config.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(params, lr=config.lr)
+        optimizer = torch.optim.RMSprop(params, lr=config.lr, weight_decay=decay)
     else:
-        optimizer = torch.optim.Adam(params, lr=config.lr)
-    if config.method == "kp":  # B receives W's update and its own weight decay
-        from .optim import KolenPollack
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1)
+    if any(getattr(m, "method", None) == "kp" for m in model.modules()):
+        from .optim import KolenPollack  # B receives W's update and its own weight decay
 
         optimizer = KolenPollack(optimizer, model)
-    return optimizer
+    return optimizer, schedule
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
@@ -182,14 +187,20 @@ def _alignment_summary(model, x, y) -> dict[str, float]:
     return {name: round(row["update_cosine"], 6) for name, row in report.items()}
 
 
-def train(config: TrainConfig, log=print) -> list[dict]:
-    """Run the training described by ``config``; returns the per-epoch records it wrote."""
+def train(config: TrainConfig, log=print, *, dataset: datasets.Dataset | None = None,
+          model: nn.Module | None = None) -> list[dict]:
+    """Run the training described by ``config``; returns the per-epoch records it wrote.
+
+    ``dataset`` and ``model`` replace the ones ``config`` names (the reproductions build
+    their own networks); ``model`` is trained in place."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    dataset = resolve_dataset(config.dataset, config.data_dir, config.download)
-    model = build_model(config, dataset.input_shape, dataset.num_classes)
-    optimizer = _optimizer(config, model)
+    if dataset is None:
+        dataset = resolve_dataset(config.dataset, config.data_dir, config.download)
+    if model is None:
+        model = build_model(config, dataset.input_shape, dataset.num_classes)
+    optimizer, schedule = _optimizer(config, model)
     x_train, y_train = dataset.x_train, dataset.y_train
     probe = (dataset.x_test[:128], dataset.y_test[:128])
     out = Path(config.out)
@@ -226,8 +237,10 @@ def train(config: TrainConfig, log=print) -> list[dict]:
             if config.max_steps is not None and steps >= config.max_steps:
                 break
         elapsed = time.perf_counter() - start
+        schedule.step()
         record = {
             "epoch": epoch,
+            "steps": steps,
             "train_loss": loss_sum / seen,
             "train_accuracy": correct / seen,
             "test_accuracy": _accuracy(model, dataset.x_test, dataset.y_test),

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -141,3 +142,27 @@ def test_dfa_with_b_equal_to_the_next_weight_matches_backprop_and_random_b_does_
     aligned = fastcredit.diagnostics.alignment(model, x, y)
     assert abs(aligned["hidden"]["update_cosine"] - 1) < 1e-12
     assert abs(aligned["head"]["update_cosine"] - 1) < 1e-12
+
+
+def test_modules_measures_after_the_activation_as_a_hand_computation():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
+                                fastcredit.nn.Linear(9, 4, method="fa")).double()
+    x, y = _batch()
+    report = fastcredit.diagnostics.alignment(model, x, y, modules=["1"])
+    assert set(report) == {"1"} and math.isnan(report["1"]["update_cosine"])  # Tanh: no weight
+    # At the tanh output FA delivers e B_2 and backprop e W_2 (e = dL/dlogits, mean loss).
+    h = model[1](model[0](x)).detach().requires_grad_()
+    e = torch.autograd.grad(F.cross_entropy(model[2](h), y), h)[0]  # FA's own backward
+    bp = torch.autograd.grad(F.cross_entropy(F.linear(h, model[2].weight, model[2].bias), y), h)[0]
+    cosines = F.cosine_similarity(e, bp, dim=1)
+    assert abs(report["1"]["signal_cosine"] - cosines.mean().item()) < 1e-12
+    assert abs(report["1"]["signal_cosine_std"] - cosines.std().item()) < 1e-12
+    assert report["1"]["signal_cosine"] < 0.99  # random B: not backprop
+
+
+def test_modules_rejects_an_unknown_name():
+    model = torch.nn.Sequential(torch.nn.Linear(12, 4))
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"no module named \['tanh'\]"):
+        fastcredit.diagnostics.alignment(model, x.float(), y, modules=["0", "tanh"])

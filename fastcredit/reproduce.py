@@ -1,0 +1,382 @@
+"""`fastcredit reproduce NAME`: published experiments re-run with fastcredit.
+
+Each reproduction has a short schedule (minutes on 2 CPU cores, one thread) and the published
+one (``full=True``). Every run trains through :func:`fastcredit.train.train` (so each writes
+its own metrics.csv, metrics.json and curves.png under ``out/<run id>``), then measures
+alignment with backprop on 128 test images; ``out/results.json`` and ``out/results.md`` hold
+one row per run beside the published anchor. docs/RESULTS.md records the numbers we got.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data as datasets
+from . import diagnostics, train
+from .nn import LRA, Bottleneck, backprop
+from .train import TrainConfig
+
+Builder = Callable[[TrainConfig, datasets.Dataset], nn.Module]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a reproduction and what to compare it with."""
+
+    id: str  # output sub-directory and row key
+    config: TrainConfig
+    build: Builder | None = None  # default: the CLI's train.build_model
+    zero_init: bool = False  # every weight and bias starts at 0 (feedback matrices do not)
+    backprop: bool = False  # train the same network with plain backprop (the control)
+    probe: tuple[str, ...] | None = None  # modules whose output signal alignment is reported
+    info: dict = field(default_factory=dict)  # extra columns: published anchors, widths
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    name: str
+    title: str
+    claim: str  # what the published work reports, and what our run shows
+    runs: Callable[[bool], list[Run]]  # full schedule?
+    schedule: Callable[[bool], str]  # one line describing the schedule
+    columns: tuple[tuple[str, Callable[[dict], str]], ...]  # run-specific table columns
+
+
+def _build_default(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
+    return train.build_model(config, dataset.input_shape, dataset.num_classes)
+
+
+class _Backprop(nn.Module):
+    """Runs the wrapped network's fastcredit layers as ordinary autograd (the BP control on
+    the very same architecture, initialisation and activation)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with backprop():
+            return self.net(x)
+
+
+def _zero_weights(model: nn.Module) -> None:
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("weight", "bias"):
+                parameter.zero_()
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+# --- biotorch-lenet ------------------------------------------------------------------------
+
+# Top-1 test error (%) of LeNet, 100 epochs (Sanfiz & Akrout 2021, ALGORITHMS.md §10.1).
+BIOTORCH_LENET_ERROR = {
+    "mnist": {"bp": 0.91, "fa": 1.70, "usf": 0.94, "brsf": 0.91, "frsf": 0.97, "dfa": 1.61},
+    "fashion-mnist": {"bp": 9.20, "fa": 13.06, "usf": 9.69, "brsf": 10.02, "frsf": 9.61,
+                      "dfa": 12.81},
+}
+
+
+def _biotorch_runs(full: bool) -> list[Run]:
+    return [
+        Run(f"{dataset}-{method}",
+            TrainConfig(method=method, model="lenet", dataset=dataset, optimizer="sgd", lr=0.01,
+                        weight_decay=1e-3, batch_size=64, epochs=100 if full else 1,
+                        lr_milestones=(50, 75) if full else ()),
+            info={"published_error": BIOTORCH_LENET_ERROR[dataset][method]})
+        for dataset in BIOTORCH_LENET_ERROR for method in BIOTORCH_LENET_ERROR[dataset]
+    ]
+
+
+# --- dfa-bottleneck ------------------------------------------------------------------------
+
+# Launay et al. 2019, standard init (ALGORITHMS.md §4.5): bottleneck size b -> (cosine of the
+# bottleneck layer's signal with backprop, mean and std over 128 samples; train / test accuracy
+# %), CIFAR-10, 3072-800-800-800-10 tanh, 50 epochs.
+LAUNAY_BOTTLENECK = {
+    1: (0.069, 0.040, 41.2, 40.5), 3: (0.168, 0.051, 41.9, 41.1), 5: (0.234, 0.061, 42.5, 41.5),
+    8: (0.315, 0.068, 43.3, 41.9), 11: (0.374, 0.073, 44.0, 42.8), 18: (0.466, 0.074, 45.3, 43.4),
+    28: (0.541, 0.077, 46.8, 44.6), 46: (0.622, 0.072, 49.4, 45.6), 73: (0.692, 0.060, 53.0, 46.8),
+    118: (0.760, 0.036, 58.5, 47.9), 191: (0.826, 0.024, 67.7, 47.6),
+    308: (0.871, 0.019, 81.4, 46.8), 496: (0.895, 0.076, 94.4, 46.4),
+    800: (0.892, 0.134, 99.5, 47.1),
+}
+BOTTLENECK_WIDTH = 800
+BOTTLENECK_SHORT = (1, 5, 18, 73, 191, 496, 800)
+BOTTLENECK_TANH = ("body.2", "body.5", "body.8")  # hidden tanh outputs (a DFA point follows)
+
+
+def _bottleneck_mlp(b: int) -> Builder:
+    """784-800-800-800-10 tanh, a DFA point after every hidden tanh; layer 2 may train only
+    a fixed random b/800 of its entries."""
+
+    def build(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
+        width, features = BOTTLENECK_WIDTH, math.prod(dataset.input_shape)
+        body = nn.Sequential(
+            nn.Flatten(), nn.Linear(features, width), nn.Tanh(),
+            Bottleneck(nn.Linear(width, width), b / width, seed=config.seed), nn.Tanh(),
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, dataset.num_classes))
+        return train.with_dfa(body, dataset.num_classes, config.method_options)
+
+    return build
+
+
+def _bottleneck_runs(full: bool) -> list[Run]:
+    widths = sorted(LAUNAY_BOTTLENECK) if full else BOTTLENECK_SHORT
+    config = TrainConfig(method="dfa", model="mlp", hidden=BOTTLENECK_WIDTH,
+                         dataset="fashion-mnist", optimizer="adam", lr=1e-4, batch_size=128,
+                         epochs=50 if full else 2)
+    return [Run(f"b{b}", config, build=_bottleneck_mlp(b),
+                probe=BOTTLENECK_TANH,
+                info={"b": b, "published": LAUNAY_BOTTLENECK[b]}) for b in widths]
+
+
+def _signal(row: dict, module: str) -> str:
+    entry = row["probe"][module]
+    return f"{entry['signal_cosine']:.3f} ± {entry['signal_cosine_std']:.3f}"
+
+
+# --- lra-null-signum -----------------------------------------------------------------------
+
+LRA_WIDTHS = (256, 256, 256)  # hidden layers of the authors' TF1 MNIST / Fashion-MNIST script
+
+
+def _lra_mlp(activation: str, weight_init: str) -> Builder:
+    def build(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
+        widths = [math.prod(dataset.input_shape), *LRA_WIDTHS, dataset.num_classes]
+        return LRA(widths, activation, beta=0.1, gamma=1.0, weight_init=weight_init)
+
+    return build
+
+
+def _lra_runs(full: bool) -> list[Run]:
+    config = TrainConfig(method="lra", model="mlp", dataset="fashion-mnist", optimizer="adam",
+                         lr=1e-3, batch_size=50, epochs=100 if full else 1)
+    bp = replace(config, method="bp")
+    rows = [
+        ("lra-tanh", config, "tanh", "normal", False, "trains (reference)"),
+        ("lra-tanh-null", config, "tanh", "zero", False, "trains"),
+        ("bp-tanh-null", bp, "tanh", "zero", True, "does not train"),
+        ("lra-sign", config, "sign", "normal", False, "trains"),
+        ("lra-sign-null", config, "sign", "zero", False, "trains"),
+        ("bp-sign", bp, "sign", "normal", True, "hidden layers get no gradient"),
+    ]
+    return [Run(run_id, cfg, build=_lra_mlp(activation, init), backprop=is_bp,
+                info={"activation": activation, "init": init, "published": claim})
+            for run_id, cfg, activation, init, is_bp, claim in rows]
+
+
+# --- dfa-zero-init -------------------------------------------------------------------------
+
+# Nøkland 2016, MNIST 2x800 tanh test error (%): ALGORITHMS.md §10.4 marks these as an
+# unverified recollection; the zero-initialisation claim itself is from the abstract.
+NOKLAND_2X800_ERROR = {"bp": 1.60, "fa": 1.64, "dfa": 1.74}
+
+
+def _zero_init_runs(full: bool) -> list[Run]:
+    config = TrainConfig(model="mlp", hidden=800, dataset="mnist", optimizer="rmsprop", lr=1e-4,
+                         batch_size=64, epochs=300 if full else 1)
+    dfa = replace(config, method="dfa", method_options={"normalization": "nokland2016"})
+    rows = [
+        ("dfa-zero", dfa, True, "trains from zero"),
+        ("fa-zero", replace(config, method="fa"), True, "trains from zero"),
+        ("bp-zero", replace(config, method="bp"), True, "does not train"),
+        ("dfa-default", dfa, False, "control"),
+        ("bp-default", replace(config, method="bp"), False, "control"),
+    ]
+    return [Run(run_id, cfg, zero_init=zero,
+                info={"init": "zero" if zero else "default", "published": claim,
+                      "published_error": NOKLAND_2X800_ERROR[cfg.method]})
+            for run_id, cfg, zero, claim in rows]
+
+
+# --- fashion-mnist-methods -----------------------------------------------------------------
+
+def _methods_runs(full: bool) -> list[Run]:
+    return [Run(method, TrainConfig(method=method, model="mlp", hidden=256,
+                                    dataset="fashion-mnist", optimizer="adam", lr=1e-3,
+                                    batch_size=64, epochs=20 if full else 3))
+            for method in train.METHODS]
+
+
+def _update_alignment(row: dict) -> str:
+    return " / ".join(f"{v:.2f}" for v in row["final_alignment"].values())
+
+
+REPRODUCTIONS = {
+    r.name: r for r in (
+        Reproduction(
+            "biotorch-lenet",
+            "BioTorch LeNet benchmark: BP, FA, uSF, brSF, frSF, DFA on MNIST and Fashion-MNIST",
+            "Sanfiz & Akrout 2021 (biotorch Benchmarks.md): top-1 test error of LeNet after 100 "
+            "epochs, SGD momentum 0.9, weight decay 1e-3, batch 64, lr /10 at epochs 50 and 75.",
+            _biotorch_runs,
+            lambda full: ("full: 100 epochs, lr 0.01 /10 at 50 and 75" if full else
+                          "short: 1 epoch (published: 100), lr 0.01")
+            + ", SGD momentum 0.9, weight decay 1e-3, batch 64, tanh LeNet on 28x28 (pad 2)",
+            (("published error % (100 ep)", lambda r: f"{r['published_error']:.2f}"),
+             ("our error %", lambda r: f"{100 - 100 * r['test_accuracy']:.2f}"))),
+        Reproduction(
+            "dfa-bottleneck",
+            "Launay 2019 bottleneck: DFA alignment vs the trainable fraction of one layer",
+            "Launay, Poli, Krzakala 2019 (CIFAR-10, 3072-800-800-800-10 tanh, 50 epochs): the "
+            "bottleneck layer's signal cosine with backprop rises from 0.07 (b = 1) to 0.89 "
+            "(b = 800). Ours: the same net on Fashion-MNIST (784 inputs), DFA at every hidden "
+            "layer, Adam instead of SGD 5e-4.",
+            _bottleneck_runs,
+            lambda full: ("full: 50 epochs, b in all 14 published sizes" if full else
+                          f"short: 2 epochs (published: 50), b in {BOTTLENECK_SHORT}")
+            + ", Adam lr 1e-4, batch 128",
+            (("b", lambda r: str(r["b"])),
+             ("layer 1 cos", lambda r: _signal(r, BOTTLENECK_TANH[0])),
+             ("bottleneck cos", lambda r: _signal(r, BOTTLENECK_TANH[1])),
+             ("layer 3 cos", lambda r: _signal(r, BOTTLENECK_TANH[2])),
+             ("published bottleneck cos", lambda r: "{:.3f} ± {:.3f}".format(*r["published"])),
+             ("published train / test % (CIFAR-10)",
+              lambda r: "{2:.1f} / {3:.1f}".format(*r["published"])))),
+        Reproduction(
+            "lra-null-signum",
+            "LRA-E: null initialisation and signum networks train, backprop does not",
+            "Ororbia et al. (arXiv 1803.01834, abstract): LRA trains from a null (all-zero) "
+            "initialisation and with discrete (signum) activations, where backprop fails. No "
+            "verified numbers exist (ALGORITHMS.md §8.6); the claim is qualitative.",
+            _lra_runs,
+            lambda full: ("full: 100 epochs" if full else "short: 1 epoch (authors' code: 100)")
+            + ", 784-256-256-256-10, beta 0.1, gamma 1, Adam lr 1e-3, batch 50",
+            (("activation", lambda r: r["activation"]), ("W init", lambda r: r["init"]),
+             ("published", lambda r: r["published"]))),
+        Reproduction(
+            "dfa-zero-init",
+            "Nøkland 2016: DFA (and FA) learn from an all-zero initialisation, BP does not",
+            "Nøkland 2016: DFA trains from a zero initial condition (abstract); 2x800 tanh MNIST "
+            "test errors BP 1.60 / FA 1.64 / DFA 1.74 % are an unverified recollection "
+            "(ALGORITHMS.md §10.4).",
+            _zero_init_runs,
+            lambda full: ("full: 300 epochs (dfa-torch default)" if full else
+                          "short: 1 epoch (published: up to 300)")
+            + ", MNIST 784-800-800-10 tanh, RMSprop lr 1e-4, batch 64, DFA feedback uniform "
+              "±1/sqrt(d)",
+            (("init", lambda r: r["init"]), ("published", lambda r: r["published"]),
+             ("published error % (unverified)", lambda r: f"{r['published_error']:.2f}"),
+             ("our error %", lambda r: f"{100 - 100 * r['test_accuracy']:.2f}"))),
+        Reproduction(
+            "fashion-mnist-methods",
+            "Every method on Fashion-MNIST, one MLP (no published anchor: our own baseline)",
+            "Not a published experiment: the same 784-256-256-10 tanh MLP trained by each of "
+            "the eight methods, to compare them under one setting.",
+            _methods_runs,
+            lambda full: ("full: 20 epochs" if full else "short: 3 epochs")
+            + ", 784-256-256-10 tanh (LRA: its own blocks, same widths), Adam lr 1e-3, "
+              "batch 64",
+            (("update cosine per layer, input to output", _update_alignment),)),
+    )
+}
+
+
+def build_model(spec: Run, dataset: datasets.Dataset, seed: int = 0) -> nn.Module:
+    """The network of run ``spec``, initialised as the run prescribes."""
+    torch.manual_seed(seed)
+    model = (spec.build or _build_default)(spec.config, dataset)
+    if spec.zero_init:
+        _zero_weights(model)
+    return _Backprop(model) if spec.backprop else model
+
+
+def run(name: str, *, full: bool = False, out: str | Path | None = None,
+        data_dir: str | None = None, download: bool = False, threads: int | None = None,
+        seed: int = 0, only: str | None = None, dataset: str | None = None,
+        max_steps: int | None = None, progress: bool = False, command: str = "",
+        log=print) -> dict:
+    """Run reproduction ``name``; writes ``out/results.json`` and ``out/results.md`` and
+    returns the results. ``only``: run just the runs whose id contains this text;
+    ``dataset`` and ``max_steps`` override every run's (a different experiment from the
+    published one: for smoke tests and machines without the data)."""
+    reproduction = REPRODUCTIONS[name]
+    out = Path(out or f"reproduce-{name}")
+    runs = [r for r in reproduction.runs(full) if only is None or only in r.id]
+    if not runs:
+        raise ValueError(f"only={only!r} matches no run of {name}")
+    loaded: dict[str, datasets.Dataset] = {}
+    rows = []
+    for spec in runs:
+        config = replace(spec.config, out=str(out / spec.id), data_dir=data_dir,
+                         download=download, threads=threads, seed=seed, progress=progress,
+                         dataset=dataset or spec.config.dataset,
+                         max_steps=max_steps or spec.config.max_steps)
+        if config.dataset not in loaded:
+            loaded[config.dataset] = train.resolve_dataset(config.dataset, data_dir, download)
+        data = loaded[config.dataset]
+        if threads:
+            torch.set_num_threads(threads)
+        model = build_model(replace(spec, config=config), data, seed)
+        log(f"== {name} / {spec.id}")
+        start = time.perf_counter()
+        records = train.train(config, log, dataset=data, model=model)
+        seconds = time.perf_counter() - start
+        probe = None
+        if spec.probe is not None:
+            probe = diagnostics.alignment(model, data.x_test[:128], data.y_test[:128],
+                                          modules=spec.probe)
+        last = records[-1]
+        rows.append({
+            "id": spec.id, "method": config.method, "dataset": data.name,
+            "epochs": last["epoch"], "steps": last["steps"], "seed": seed,
+            "test_accuracy": last["test_accuracy"],
+            "best_test_accuracy": max(r["test_accuracy"] for r in records),
+            "train_accuracy": last["train_accuracy"], "seconds": round(seconds, 1),
+            "final_alignment": last["alignment"], "probe": probe, **spec.info,
+        })
+    results = {
+        "name": name, "title": reproduction.title, "claim": reproduction.claim,
+        "schedule": "full" if full else "short", "schedule_detail": reproduction.schedule(full),
+        "command": command, "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__, "runs": rows,
+        "configs": {spec.id: _config_dict(spec.config) for spec in runs},
+        "overrides": {"dataset": dataset, "max_steps": max_steps},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "results.md").write_text(markdown(results, reproduction))
+    log(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    return results
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    keep = ("method", "model", "dataset", "epochs", "batch_size", "lr", "optimizer",
+            "weight_decay", "lr_milestones", "hidden", "max_steps", "method_options")
+    return {k: v for k, v in asdict(config).items() if k in keep}
+
+
+def markdown(results: dict, reproduction: Reproduction) -> str:
+    """The results as a markdown section: claim, schedule, command, then one row per run."""
+    changed = {k: v for k, v in results["overrides"].items() if v is not None}
+    overridden = ("**Settings overridden** (" + ", ".join(f"{k} = {v}" for k, v in changed.items())
+                  + "): not the published experiment.") if changed else ""
+    headers = ["run", "method", "dataset", "epochs (steps)", "train acc %", "test acc %",
+               "best test acc %", *(h for h, _ in reproduction.columns)]
+    lines = [
+        f"### {results['title']}", "",
+        results["claim"], "",
+        (f"Schedule: **{results['schedule_detail']}**; seed {results['runs'][0]['seed']}, "
+         f"{results['threads']} thread(s), torch {results['torch']}."),
+        f"Command: `{results['command']}`" if results["command"] else "",
+        overridden, "",
+        "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+    ]
+    for row in results["runs"]:
+        cells = [row["id"], row["method"], row["dataset"], f"{row['epochs']} ({row['steps']})",
+                 _pct(row["train_accuracy"]), _pct(row["test_accuracy"]),
+                 _pct(row["best_test_accuracy"]), *(fn(row) for _, fn in reproduction.columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
