@@ -209,7 +209,8 @@ def load_idx(
 ) -> dict[str, np.ndarray]:
     """The raw uint8 arrays of an idx dataset: keys ``{split}-{kind}`` for split in
     ("train", "t10k") and kind in ("images", "labels"). ``verify`` checks every file found on
-    disk against the registry's hash (downloads are always checked)."""
+    disk against the registry's hash; downloads and files found in a directory not named after
+    the dataset (e.g. a flat ``data_dir``) are always checked."""
     if name not in REGISTRY:
         raise ValueError(f"unknown idx dataset {name!r}; expected one of {tuple(REGISTRY)}")
     info = REGISTRY[name]
@@ -223,10 +224,16 @@ def load_idx(
                 if not download:
                     raise DatasetNotFoundError(_missing_message(name, stem, dirs))
                 path = _download(info, stem, cache_dir() / name)
-            elif verify:
+            elif verify or path.parent.name != name:
+                # MNIST and Fashion-MNIST share file names, so a file found in a directory not
+                # named after the dataset could be the other one: only the hash can tell.
                 raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
                 if hashlib.sha256(raw).hexdigest() != info.raw_sha256[stem]:
-                    raise ChecksumError(f"{path} does not match the registered SHA-256 of {stem}")
+                    where = ("" if path.parent.name == name else
+                             f" (files outside a directory named '{name}' must be the registered"
+                             f" ones; put other files in {path.parent / name})")
+                    raise ChecksumError(
+                        f"{path} does not match the registered SHA-256 of {name}'s {stem}{where}")
             arrays[f"{split}-{kind}"] = read_idx(path)
     for split in SPLITS:
         images, labels = arrays[f"{split}-images"], arrays[f"{split}-labels"]

@@ -81,7 +81,7 @@ def test_lookup_order_explicit_then_env_then_system_then_cache(monkeypatch, tmp_
 
 
 def test_explicit_directory_wins_and_raw_files_load(isolated, tmp_path, monkeypatch):
-    _write_dataset(tmp_path / "env", _tiny_arrays(seed=1))
+    _write_dataset(tmp_path / "env" / "tiny", _tiny_arrays(seed=1))
     monkeypatch.setenv("FASTCREDIT_DATA", str(tmp_path / "env"))
     _write_dataset(tmp_path / "mine", isolated, gz=False)
     arrays = data.load_idx("tiny", tmp_path / "mine", verify=True)
@@ -94,6 +94,17 @@ def test_verify_rejects_a_file_that_is_not_the_registered_one(isolated, tmp_path
     _write_dataset(tmp_path / "d", _tiny_arrays(seed=2))
     with pytest.raises(data.ChecksumError, match="does not match the registered SHA-256"):
         data.load_idx("tiny", tmp_path / "d", verify=True)
+
+
+def test_unregistered_files_load_only_from_a_directory_named_after_the_dataset(isolated, tmp_path):
+    # MNIST and Fashion-MNIST share file names: a flat directory must not hand one for the other.
+    other = _tiny_arrays(seed=3)
+    _write_dataset(tmp_path / "flat", other)
+    with pytest.raises(data.ChecksumError, match=r"outside a directory named 'tiny'.*flat/tiny"):
+        data.load_idx("tiny", tmp_path / "flat")
+    _write_dataset(tmp_path / "flat" / "tiny", other)
+    loaded = data.load_idx("tiny", tmp_path / "flat")
+    assert np.array_equal(loaded["t10k-labels"], other["t10k-labels"])
 
 
 def test_missing_dataset_explains_how_to_get_it(isolated):
