@@ -43,6 +43,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must satisfy 0 <= seed < 2**64, got {text}")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     from . import data, train
 
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--batch-size", type=_positive_int, default=64)
     run.add_argument("--lr", type=_positive_float, default=1e-3)
     run.add_argument("--optimizer", choices=train.OPTIMIZERS, default="adam")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_seed, default=0)
     run.add_argument("--threads", type=_positive_int, default=None)
     run.add_argument("--hidden", type=_positive_int, default=256, help="MLP width")
     run.add_argument("--max-steps", type=_positive_int, default=None,

@@ -79,6 +79,11 @@ def alignment(
     apply to a layer (no feedback matrix of W's size, no gradient) is ``nan``.
     """
     modules = _weighted_modules(model)
+    if not modules:
+        raise ValueError("alignment: the model has no module with a trainable weight")
+    if len(x) == 0:
+        raise ValueError(f"alignment: the probe batch is empty (x of shape {tuple(x.shape)}); "
+                         "cosines need at least one sample")
     method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed)
     with backprop():
         bp_signals, bp_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed)
