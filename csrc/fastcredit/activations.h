@@ -54,7 +54,8 @@ FC_HOST_DEVICE FC_INLINE T activation_value(T x, T slope) {
   if constexpr (A == Activation::kIdentity) return x;
   if constexpr (A == Activation::kTanh) return tanh_(x);
   if constexpr (A == Activation::kSigmoid) return sigmoid(x);
-  if constexpr (A == Activation::kRelu) return x < T(0) ? T(0) : x;  // NaN and -0 pass, as in torch
+  // NaN and -0 pass through, as in torch.relu
+  if constexpr (A == Activation::kRelu) return x < T(0) ? T(0) : x;
   if constexpr (A == Activation::kLeakyRelu) return x > T(0) ? x : x * slope;
   if constexpr (A == Activation::kRelu6) return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
   if constexpr (A == Activation::kSoftplus)
