@@ -5,6 +5,8 @@ fastcredit._C_cuda  CUDA kernels, when torch is a CUDA build and a CUDA toolkit 
                     FASTCREDIT_CUDA=0/1 forces it off/on.
 fastcredit._C_emu   tests only, with FASTCREDIT_EMULATE_CUDA=1: the CUDA kernels compiled
                     by the host compiler through tests/cuda_emu/cuda_emu.h, run on the CPU.
+FASTCREDIT_SANITIZE=1 builds _C under ASan+UBSan (CI's sanitizer run; build it in a separate
+copy of the tree and load it with LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
 Build against the torch you run: `pip install --no-build-isolation -e .`.
 """
 
@@ -72,6 +74,13 @@ defines = [
     ("FASTCREDIT_CUDA_ARCHS", f'"{cuda_archs}"'),
 ]
 include_dirs = [str(ROOT / "csrc")]
+c_flags, c_link_flags = list(cxx_flags), ["-fopenmp"]
+if os.environ.get("FASTCREDIT_SANITIZE") == "1":
+    # Any report aborts the process (no recovery), so a test run that passes is a clean one.
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                "-fno-omit-frame-pointer"]
+    c_flags = [f for f in c_flags if f not in ("-O3", "-g0")] + ["-O1", "-g", *sanitize]
+    c_link_flags += sanitize
 
 
 def sources(pattern):
@@ -85,8 +94,8 @@ ext_modules = [
         sources=["csrc/ops.cpp", "csrc/module.cpp", *sources("csrc/cpu/*.cpp")],
         include_dirs=include_dirs,
         define_macros=defines,
-        extra_compile_args={"cxx": cxx_flags},
-        extra_link_args=["-fopenmp"],
+        extra_compile_args={"cxx": c_flags},
+        extra_link_args=c_link_flags,
     )
 ]
 if with_cuda:

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <numeric>
 #include <optional>
 #include <string>
 
@@ -44,10 +45,30 @@ inline void check_floating(const at::Tensor& t, const char* op, const char* arg)
               op, ": ", arg, " must be float32, float64, float16 or bfloat16, got ", dt);
 }
 
+// Whether two entries of a 2-D strided view share an address. Entries (i, j) and (i', j')
+// coincide iff (i - i') s0 = (j' - j) s1, whose smallest solution with i != i' is
+// (s1 / g, s0 / g), g = gcd(s0, s1); it lies inside the view iff s1 / g < n0 and s0 / g < n1.
+// Exact for every layout, including interleaved non-overlapping ones like sizes (3, 2) with
+// strides (2, 3).
+inline bool has_self_overlap_2d(const at::Tensor& t) {
+  const int64_t n0 = t.size(0), n1 = t.size(1);
+  const int64_t s0 = t.stride(0), s1 = t.stride(1);  // torch strides are >= 0
+  if (n0 == 0 || n1 == 0) return false;
+  if ((n0 > 1 && s0 == 0) || (n1 > 1 && s1 == 0)) return true;
+  if (n0 == 1 || n1 == 1) return false;
+  const int64_t g = std::gcd(s0, s1);
+  return s1 / g < n0 && s0 / g < n1;
+}
+
 inline void check_feedback_fill_args(const at::Tensor& out, double scale) {
   TORCH_CHECK(out.dim() == 2, "feedback_fill_: out must be 2-D [rows, cols], got ", out.dim(),
               "-D tensor of shape ", out.sizes());
   check_floating(out, "feedback_fill_", "out");
+  // Entries that share memory would receive different values: the result would depend on
+  // the write order (threads, device).
+  TORCH_CHECK(!has_self_overlap_2d(out), "feedback_fill_: out must not overlap itself, got ",
+              "shape ", out.sizes(), " with strides ", out.strides(),
+              " (an expanded or as_strided view); fill a distinct tensor and copy it");
   TORCH_CHECK(std::isfinite(scale), "feedback_fill_: scale must be finite, got ", scale);
 }
 

@@ -43,6 +43,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must satisfy 0 <= seed < 2**64, got {text}")
+    return value
+
+
 def _milestones(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     run.add_argument("--lr-milestones", type=_milestones, default=(), metavar="E1,E2,...",
                      help="divide the learning rate by 10 after these epochs")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_seed, default=0)
     run.add_argument("--threads", type=_positive_int, default=None)
     run.add_argument("--hidden", type=_positive_int, default=256, help="MLP width")
     run.add_argument("--max-steps", type=_positive_int, default=None,
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--out", default=None, help="output directory (default reproduce-NAME)")
     again.add_argument("--only", default=None, metavar="TEXT",
                        help="run only the runs whose id contains TEXT")
-    again.add_argument("--seed", type=int, default=0)
+    again.add_argument("--seed", type=_seed, default=0)
     again.add_argument("--dataset", choices=data.DATASETS, default=None,
                        help="replace every run's dataset (no longer the published experiment)")
     again.add_argument("--max-steps", type=_positive_int, default=None,

@@ -109,6 +109,11 @@ def alignment(
         if unknown:
             raise ValueError(f"modules: no module named {unknown} in the model")
         modules = {name: named[name] for name in modules}
+    if not modules:
+        raise ValueError("alignment: the model has no module with a trainable weight")
+    if len(x) == 0:
+        raise ValueError(f"alignment: the probe batch is empty (x of shape {tuple(x.shape)}); "
+                         "cosines need at least one sample")
     inputs: dict[str, torch.Tensor] = {}
     method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed,
                                                           inputs)

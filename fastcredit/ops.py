@@ -11,6 +11,7 @@ import torch
 from .reference import ACTIVATIONS, DISTS, SIGN_FEEDBACK_MODES
 
 _UINT64_LIMIT = 1 << 64
+_INT64_LIMIT = 1 << 63
 
 # The op library the wrappers call. Tests point it at torch.ops.fastcredit_emu (the CUDA kernels
 # run in emulation) to run the same wrappers, layers and autograd formulas on those kernels.
@@ -31,6 +32,8 @@ def _check_size(name: str, value: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 0:
         raise ValueError(f"{name} must be non-negative, got {value}")
+    if value >= _INT64_LIMIT:  # the ops take int64
+        raise ValueError(f"{name} must be < 2**63, got {value}")
 
 
 def _check_dist(dist: str) -> None:
@@ -173,6 +176,15 @@ def dfa_backward_epilogue(
     )
 
 
+# The fake (meta) impls below repeat csrc/checks.h's dtype and device checks: a meta input
+# dispatches here even when the other input is on the CPU, so the C++ checks never see it.
+def _check_alike(op: str, names: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    torch._check(a.dtype == b.dtype,
+                 lambda: f"{op}: {names} must have the same dtype, got {a.dtype} and {b.dtype}")
+    torch._check(a.device == b.device, lambda: f"{op}: {names} must be on the same device, "
+                 f"got {a.device} and {b.device}")
+
+
 def _feedback_fill_fake(out, seed, dist="uniform", scale=1.0):
     torch._check(out.dim() == 2, lambda: f"feedback_fill_: out must be 2-D, got {out.dim()}-D")
     return None
@@ -187,6 +199,7 @@ def _lra_error_fake(pre_activation, displacement, beta, activation="tanh", error
                     use_fprime=False, negative_slope=0.01):
     torch._check(pre_activation.shape == displacement.shape,
                  lambda: "lra_error: pre_activation and displacement must have the same shape")
+    _check_alike("lra_error", "pre_activation and displacement", pre_activation, displacement)
     return torch.empty_like(pre_activation, memory_format=torch.contiguous_format)
 
 
@@ -195,6 +208,8 @@ def _sign_feedback_fake(weight, mode, scale=1.0, magnitude=None, seed=0, step=0,
         weight.dim() >= 2,
         lambda: f"sign_feedback: weight must have at least 2 dims, got {weight.dim()}-D",
     )
+    if magnitude is not None:
+        _check_alike("sign_feedback", "weight and magnitude", weight, magnitude)
     return weight.new_empty(weight.shape)
 
 
@@ -207,6 +222,7 @@ def _dfa_backward_epilogue_fake(grad, saved, activation, negative_slope=0.01,
         grad.shape == saved.shape,
         lambda: "dfa_backward_epilogue: grad and saved must have the same shape",
     )
+    _check_alike("dfa_backward_epilogue", "grad and saved", grad, saved)
     return grad.new_empty(grad.shape), grad.new_empty((grad.shape[1],))
 
 

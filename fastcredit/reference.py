@@ -231,8 +231,9 @@ _GRAD_FROM_OUTPUT = {
     "identity": lambda y, slope: torch.ones_like(y),
     "tanh": lambda y, slope: 1 - y * y,
     "sigmoid": lambda y, slope: y * (1 - y),
-    "relu": lambda y, slope: (y > 0).to(y.dtype),
-    "relu6": lambda y, slope: ((y > 0) & (y < 6)).to(y.dtype),
+    # torch's threshold/hardtanh backward test "y <= 0": f' of a NaN output is 1, as there
+    "relu": lambda y, slope: (~(y <= 0)).to(y.dtype),
+    "relu6": lambda y, slope: (~((y <= 0) | (y >= 6))).to(y.dtype),
     "leaky_relu": lambda y, slope: torch.where(y > 0, 1.0, torch.full_like(y, slope)),
 }
 

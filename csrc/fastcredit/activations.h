@@ -54,7 +54,8 @@ FC_HOST_DEVICE FC_INLINE T activation_value(T x, T slope) {
   if constexpr (A == Activation::kIdentity) return x;
   if constexpr (A == Activation::kTanh) return tanh_(x);
   if constexpr (A == Activation::kSigmoid) return sigmoid(x);
-  if constexpr (A == Activation::kRelu) return x > T(0) ? x : T(0);
+  // NaN and -0 pass through, as in torch.relu
+  if constexpr (A == Activation::kRelu) return x < T(0) ? T(0) : x;
   if constexpr (A == Activation::kLeakyRelu) return x > T(0) ? x : x * slope;
   if constexpr (A == Activation::kRelu6) return x < T(0) ? T(0) : (x > T(6) ? T(6) : x);
   if constexpr (A == Activation::kSoftplus)
@@ -77,9 +78,10 @@ FC_HOST_DEVICE FC_INLINE T activation_grad(T x, T slope) {
     const T y = sigmoid(x);
     return y * (T(1) - y);
   }
-  if constexpr (A == Activation::kRelu) return x > T(0) ? T(1) : T(0);
+  // Written as PyTorch's threshold/hardtanh backward ("x <= 0 ? 0 : 1"), so f'(NaN) = 1 as there
+  if constexpr (A == Activation::kRelu) return x <= T(0) ? T(0) : T(1);
   if constexpr (A == Activation::kLeakyRelu) return x > T(0) ? T(1) : slope;
-  if constexpr (A == Activation::kRelu6) return (x > T(0) && x < T(6)) ? T(1) : T(0);
+  if constexpr (A == Activation::kRelu6) return (x <= T(0) || x >= T(6)) ? T(0) : T(1);
   if constexpr (A == Activation::kSoftplus) {
     if (x > T(kSoftplusThreshold)) return T(1);
     const T z = exp_(x);
@@ -111,9 +113,9 @@ FC_HOST_DEVICE FC_INLINE T activation_grad_from_output(T y, T slope) {
   if constexpr (A == Activation::kIdentity) return T(1);
   if constexpr (A == Activation::kTanh) return T(1) - y * y;
   if constexpr (A == Activation::kSigmoid) return y * (T(1) - y);
-  if constexpr (A == Activation::kRelu) return y > T(0) ? T(1) : T(0);
+  if constexpr (A == Activation::kRelu) return y <= T(0) ? T(0) : T(1);
   if constexpr (A == Activation::kLeakyRelu) return y > T(0) ? T(1) : slope;
-  if constexpr (A == Activation::kRelu6) return (y > T(0) && y < T(6)) ? T(1) : T(0);
+  if constexpr (A == Activation::kRelu6) return (y <= T(0) || y >= T(6)) ? T(0) : T(1);
 }
 
 // f' of activation A evaluated from what the layer saved: x, or y when kFromOutput.

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import ops
+
 
 class _MaskGradient(torch.autograd.Function):
     """Identity forward; the gradient is multiplied by a fixed 0/1 mask."""
@@ -44,6 +46,7 @@ class Bottleneck(nn.Module):
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.module = module
         self.fraction = float(fraction)
+        ops._seed_as_int64(seed)  # raises unless 0 <= seed < 2**64, like every fastcredit seed
         generator = torch.Generator().manual_seed(seed)
         self._masked: dict[str, str] = {}
         for name, parameter in module.named_parameters():

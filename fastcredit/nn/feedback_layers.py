@@ -44,13 +44,15 @@ class _LinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, stored = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad = grad_out.reshape(-1, grad_out.shape[-1])
+        # rows spelled out: reshape(-1, 0) is ambiguous when a layer has 0 features
+        rows = math.prod(grad_out.shape[:-1])
+        grad = grad_out.reshape(rows, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
         if need_x:
             grad_x = ctx.rule.project(grad, weight, stored).reshape(x.shape)
         ctx.rule.advance()
         if need_w:
-            grad_w = grad.t().mm(x.reshape(-1, x.shape[-1]))
+            grad_w = grad.t().mm(x.reshape(rows, x.shape[-1]))
         if need_b:
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b, None, None

@@ -84,7 +84,7 @@ def _displacement_below(h, e, weight, bias, feedback, rule: _Rule, error_at):
 def _gradients(ctx, h, e, feedback, rule: _Rule, has_bias: bool):
     """W, b, E gradients of the LRA rule from error units e [..., out] and input h [..., in]."""
     e2, h2 = e.reshape(-1, e.shape[-1]), h.reshape(-1, h.shape[-1])
-    n = e2.shape[0]
+    n = max(e2.shape[0], 1)  # an empty batch has all-zero sums: zero gradients, not 0/0
     grad_w = _clip_norm(e2.T @ h2 / n, rule.clip_update)
     grad_b = e2.sum(0) / n if has_bias else None
     grad_feedback = rule.gamma * grad_w if ctx.needs_input_grad[3] else None
