@@ -294,3 +294,5 @@ def test_unknown_method_and_options_are_named():
         fastcredit.convert(_resnet(), "fa", num_outputs=3)
     with pytest.raises(ValueError, match="seed must be"):
         fastcredit.convert(_resnet(), "fa", seed=-1)
+    with pytest.raises(TypeError, match="convert expects an nn.Module, got list"):
+        fastcredit.convert([nn.Linear(2, 2)], "fa")
