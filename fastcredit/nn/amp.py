@@ -19,7 +19,9 @@ def apply_autocast(function: type[torch.autograd.Function], tensors: tuple, *res
     floating ``tensors`` (float64 excepted, as autocast does) are cast to the autocast dtype
     first and the Function runs with autocast disabled."""
     device_type = tensors[0].device.type
-    if not torch.is_autocast_enabled(device_type):
+    # Devices without autocast (meta) raise in is_autocast_enabled; the op reports the rest.
+    if not (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):
         return function.apply(*tensors, *rest)
     dtype = torch.get_autocast_dtype(device_type)
     cast = tuple(t.to(dtype) if t is not None and t.is_floating_point()
