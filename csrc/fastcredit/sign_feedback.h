@@ -24,13 +24,13 @@ FC_HOST_DEVICE FC_INLINE uint64_t step_seed(uint64_t seed, uint64_t step) {
 }
 
 // sign(w) * m with sign(0) = 0 and sign(NaN) = NaN. The zero case is m * 0 so that a NaN or
-// infinite magnitude still shows up, as it does in the reference's sign(w) * m.
+// infinite magnitude still shows up, as it does in the reference's sign(w) * m. Written as
+// selects, not branches, so CPU loops vectorise and GPU warps do not diverge.
 template <typename T>
 FC_HOST_DEVICE FC_INLINE T signed_magnitude(T w, T m) {
-  if (w > T(0)) return m;
-  if (w < T(0)) return -m;
-  if (w == T(0)) return static_cast<T>(m * T(0));
-  return w;
+  T r = w > T(0) ? m : static_cast<T>(-m);
+  r = w == T(0) ? static_cast<T>(m * T(0)) : r;
+  return w != w ? w : r;
 }
 
 // Writes out[row, 4 * group + lane] for the lanes inside [0, cols) of the contiguous [rows, cols]
