@@ -20,20 +20,13 @@ namespace {
 constexpr int64_t kSeededGrain = 4096;
 constexpr int64_t kPlainGrain = 65536;
 
-// out[i] = |M|_i * sign(w[i]) over one contiguous span; straight-line per entry, so the
-// compiler vectorises the float and double loops.
+// The unseeded modes over one contiguous span; straight-line per entry, so the compiler
+// vectorises the float and double loops.
 template <typename T, typename Acc>
-void signed_span(const T* __restrict__ w, const T* __restrict__ magnitude, T* __restrict__ out,
-                 int64_t n, Magnitude kind, double scale) {
-  if (kind == Magnitude::kScalar) {
-    const T m = static_cast<T>(static_cast<Acc>(scale));
-    for (int64_t i = 0; i < n; ++i) out[i] = signed_magnitude(w[i], m);
-  } else {
-    const Acc s = static_cast<Acc>(scale);
-    for (int64_t i = 0; i < n; ++i) {
-      const Acc m = std::fabs(static_cast<Acc>(magnitude[i]));
-      out[i] = signed_magnitude(w[i], static_cast<T>(m * s));
-    }
+void unseeded_span(const T* __restrict__ w, const T* __restrict__ magnitude, T* __restrict__ out,
+                   int64_t n, Magnitude kind, double scale) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = unseeded_sign_feedback<T, Acc>(w, magnitude, i, kind, scale);
   }
 }
 
@@ -75,8 +68,8 @@ at::Tensor sign_feedback(const at::Tensor& weight, const at::Tensor& magnitude, 
       if (kind == Magnitude::kSeeded) {
         signed_seeded(w_ptr, out_ptr, begin, end, cols, seed, dist, scale);
       } else {
-        signed_span<scalar_t, acc_t>(w_ptr + begin, m_ptr ? m_ptr + begin : nullptr,
-                                     out_ptr + begin, end - begin, kind, scale);
+        unseeded_span<scalar_t, acc_t>(w_ptr + begin, m_ptr ? m_ptr + begin : nullptr,
+                                       out_ptr + begin, end - begin, kind, scale);
       }
     });
   });
