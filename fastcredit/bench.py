@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -114,6 +115,9 @@ def build_network(workload: Workload, method: str) -> nn.Module:
 def _biotorch_network(workload: Workload, method: str) -> nn.Module:
     from biotorch.module.biomodule import BioModule
 
+    # BioTorch's layers use torch's deprecated non-full backward hooks: its warning, not ours
+    warnings.filterwarnings("ignore", message="Using a non-full backward hook",
+                            category=FutureWarning)
     with contextlib.redirect_stdout(io.StringIO()):  # BioTorch prints a conversion report
         return BioModule(build_network(workload, "bp"), mode=BIOTORCH_MODES[method],
                          output_dim=workload.classes)
