@@ -106,6 +106,19 @@ def _reproduce(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, progress=not args.no_progress, command=command))
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    if args.biotorch and not bench.biotorch_available():
+        print("fastcredit bench: --biotorch needs BioTorch (pip install --no-deps biotorch)",
+              file=sys.stderr)
+        return 2
+    bench.main(quick=args.quick, threads=args.threads, rounds=args.rounds, json_path=args.json,
+               methods=args.methods, workloads=args.workloads,
+               biotorch=True if args.biotorch else None)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a bad argument as one line and exit status 2."""
 
@@ -167,6 +180,24 @@ def main(argv: list[str] | None = None) -> int:
                        help="download a missing dataset (checksums verified)")
     again.add_argument("--no-progress", action="store_true", help="no progress bar")
     again.set_defaults(run=_reproduce)
+
+    from . import bench
+
+    timing = commands.add_parser(
+        "bench", help="training-step time of every method relative to backprop (and BioTorch)")
+    timing.add_argument("--quick", action="store_true", help="tiny shapes, 2 rounds (smoke run)")
+    timing.add_argument("--threads", type=_positive_int, default=2)
+    timing.add_argument("--rounds", type=_positive_int, default=None,
+                        help="interleaved rounds (default 7, 2 with --quick)")
+    timing.add_argument("--methods", nargs="+", choices=bench.METHODS, default=bench.METHODS,
+                        metavar="METHOD", help=f"subset of {' '.join(bench.METHODS)}")
+    timing.add_argument("--workloads", nargs="+", default=None, metavar="NAME",
+                        choices=[w.name for w in (*bench.WORKLOADS, *bench.QUICK_WORKLOADS)],
+                        help="subset of " + " ".join(w.name for w in bench.WORKLOADS))
+    timing.add_argument("--biotorch", action="store_true",
+                        help="require BioTorch (by default it is compared when importable)")
+    timing.add_argument("--json", default=None, metavar="PATH", help="also write the results")
+    timing.set_defaults(run=_bench)
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)

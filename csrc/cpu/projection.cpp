@@ -8,25 +8,42 @@
 #include <algorithm>
 
 #include "cpu/kernels.h"
+#include "cpu/feedback_rows.h"
 #include "fastcredit/feedback_tile.h"
 
 namespace fastcredit::cpu {
 namespace {
 
-// Tile of F generated per GEMM call: 256 x 256 entries = 256 KiB in float32, 512 KiB in
-// float64, small enough to stay in L2 while the GEMM library streams x past it.
+// Tile of F generated per GEMM call: at most 256 rows (K) and 256 x 256 entries = 256 KiB in
+// float32, 512 KiB in float64, small enough to stay in L2 while the GEMM library streams x
+// past it. A shallower K gets proportionally wider tiles: DFA's e [N, 10] @ B [10, d] is then
+// one GEMM per 6553 columns instead of one per 256.
 constexpr int64_t kTileK = 256;
-constexpr int64_t kTileCols = 256;
-// Philox groups per parallel task; a group is ~40 ns of work.
-constexpr int64_t kGroupGrain = 2048;
+constexpr int64_t kTileEntries = 256 * 256;
+// Row segments (kRowChunk entries each) per parallel task: a segment is ~1 us of work.
+constexpr int64_t kSegmentGrain = 8;
 
+// dst[i * stride_i + j * stride_j] = tile entry (i, j), generated one row of F at a time.
 template <typename T>
 void fill_tile(const FeedbackTile& tile, T* dst, int64_t stride_i, int64_t stride_j) {
-  const int64_t groups = feedback_tile_groups_per_row(tile);
-  const int64_t total = feedback_tile_f_rows(tile) * groups;
-  at::parallel_for(0, total, kGroupGrain, [&](int64_t begin, int64_t end) {
+  const int64_t f_rows = tile.transposed ? tile.cols : tile.rows;
+  const int64_t f_cols = tile.transposed ? tile.rows : tile.cols;
+  const int64_t f_row0 = tile.transposed ? tile.col0 : tile.row0;
+  const int64_t f_col0 = tile.transposed ? tile.row0 : tile.col0;
+  // Strides that step along a row of F and from one row of F to the next, in dst.
+  const int64_t along = tile.transposed ? stride_i : stride_j;
+  const int64_t across = tile.transposed ? stride_j : stride_i;
+  const int64_t chunks = (f_cols + kRowChunk - 1) / kRowChunk;
+  at::parallel_for(0, f_rows * chunks, kSegmentGrain, [&](int64_t begin, int64_t end) {
+    double values[kRowChunk];
     for (int64_t idx = begin; idx < end; ++idx) {
-      write_feedback_group(tile, idx / groups, idx % groups, dst, stride_i, stride_j);
+      const int64_t r = idx / chunks;
+      const int64_t c0 = (idx % chunks) * kRowChunk;
+      const int64_t count = std::min(kRowChunk, f_cols - c0);
+      feedback_row_values(tile.seed, tile.dist, tile.scale, static_cast<uint64_t>(f_row0 + r),
+                          f_col0 + c0, count, values);
+      T* out = dst + r * across + c0 * along;
+      for (int64_t j = 0; j < count; ++j) out[j * along] = static_cast<T>(values[j]);
     }
   });
 }
@@ -53,10 +70,10 @@ at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist
   if (k == 0) return out.zero_().to(x.scalar_type());
   if (n == 0 || cols == 0) return out.to(x.scalar_type());
 
-  at::Tensor tile_buffer = at::empty({std::min(k, kTileK), std::min(cols, kTileCols)},
-                                     x_acc.options());
-  for (int64_t c0 = 0; c0 < cols; c0 += kTileCols) {
-    const int64_t tc = std::min(kTileCols, cols - c0);
+  const int64_t tile_cols = std::min(cols, kTileEntries / std::min(k, kTileK));
+  at::Tensor tile_buffer = at::empty({std::min(k, kTileK), tile_cols}, x_acc.options());
+  for (int64_t c0 = 0; c0 < cols; c0 += tile_cols) {
+    const int64_t tc = std::min(tile_cols, cols - c0);
     at::Tensor out_cols = out.narrow(1, c0, tc);
     for (int64_t k0 = 0; k0 < k; k0 += kTileK) {
       const int64_t tk = std::min(kTileK, k - k0);

@@ -24,44 +24,45 @@ FC_HOST_DEVICE FC_INLINE uint64_t step_seed(uint64_t seed, uint64_t step) {
 }
 
 // sign(w) * m with sign(0) = 0 and sign(NaN) = NaN. The zero case is m * 0 so that a NaN or
-// infinite magnitude still shows up, as it does in the reference's sign(w) * m.
+// infinite magnitude still shows up, as it does in the reference's sign(w) * m. Written as
+// selects, not branches, so CPU loops vectorise and GPU warps do not diverge.
 template <typename T>
 FC_HOST_DEVICE FC_INLINE T signed_magnitude(T w, T m) {
-  if (w > T(0)) return m;
-  if (w < T(0)) return -m;
-  if (w == T(0)) return static_cast<T>(m * T(0));
-  return w;
+  T r = w > T(0) ? m : static_cast<T>(-m);
+  r = w == T(0) ? static_cast<T>(m * T(0)) : r;
+  return w != w ? w : r;
 }
 
-// Writes out[row, 4 * group + lane] for the lanes inside [0, cols) of the contiguous [rows, cols]
-// view of W. Magnitudes: kScalar -> scale; kStored -> |magnitude| * scale rounded to T after an
-// Acc (opmath) product; kSeeded -> |scale * F(seed)[row, col]| computed in double, rounded to T.
+// Entry i of B in the unseeded modes, which do not depend on where i lies in W: kScalar ->
+// scale; kStored -> |magnitude[i]| * scale rounded to T after an Acc (opmath) product.
 template <typename T, typename Acc>
-FC_HOST_DEVICE FC_INLINE void sign_feedback_group(const T* __restrict__ w,
-                                                  const T* __restrict__ magnitude,
-                                                  T* __restrict__ out, int64_t row, int64_t group,
-                                                  int64_t cols, Magnitude kind, uint64_t seed,
-                                                  Dist dist, double scale) {
-  double seeded[4] = {0.0, 0.0, 0.0, 0.0};
-  if (kind == Magnitude::kSeeded) {
-    feedback_group(seed, static_cast<uint64_t>(row), static_cast<uint64_t>(group), dist, scale,
-                   seeded);
+FC_HOST_DEVICE FC_INLINE T unseeded_sign_feedback(const T* __restrict__ w,
+                                                  const T* __restrict__ magnitude, int64_t i,
+                                                  Magnitude kind, double scale) {
+  if (kind == Magnitude::kScalar) {
+    return signed_magnitude(w[i], static_cast<T>(static_cast<Acc>(scale)));
   }
+  const Acc abs_m = static_cast<Acc>(fabs(static_cast<double>(magnitude[i])));
+  return signed_magnitude(w[i], static_cast<T>(abs_m * static_cast<Acc>(scale)));
+}
+
+// The seeded modes: writes out[row, 4 * group + lane] = sign(W) * |scale * F(seed)[row, col]|
+// (computed in double, rounded to T) for the lanes inside [0, cols) of the contiguous
+// [rows, cols] view of W; one Philox block per call.
+template <typename T>
+FC_HOST_DEVICE FC_INLINE void seeded_sign_feedback_group(const T* __restrict__ w,
+                                                         T* __restrict__ out, int64_t row,
+                                                         int64_t group, int64_t cols,
+                                                         uint64_t seed, Dist dist, double scale) {
+  double seeded[4];
+  feedback_group(seed, static_cast<uint64_t>(row), static_cast<uint64_t>(group), dist, scale,
+                 seeded);
 #pragma unroll
   for (int lane = 0; lane < 4; ++lane) {
     const int64_t col = group * 4 + lane;
     if (col >= cols) break;
     const int64_t idx = row * cols + col;
-    T m;
-    if (kind == Magnitude::kScalar) {
-      m = static_cast<T>(static_cast<Acc>(scale));
-    } else if (kind == Magnitude::kStored) {
-      const Acc abs_m = static_cast<Acc>(fabs(static_cast<double>(magnitude[idx])));
-      m = static_cast<T>(abs_m * static_cast<Acc>(scale));
-    } else {
-      m = static_cast<T>(fabs(seeded[lane]));
-    }
-    out[idx] = signed_magnitude(w[idx], m);
+    out[idx] = signed_magnitude(w[idx], static_cast<T>(fabs(seeded[lane])));
   }
 }
 

@@ -85,7 +85,10 @@ def _gradients(ctx, h, e, feedback, rule: _Rule, has_bias: bool):
     """W, b, E gradients of the LRA rule from error units e [..., out] and input h [..., in]."""
     e2, h2 = e.reshape(-1, e.shape[-1]), h.reshape(-1, h.shape[-1])
     n = max(e2.shape[0], 1)  # an empty batch has all-zero sums: zero gradients, not 0/0
-    grad_w = _clip_norm(e2.T @ h2 / n, rule.clip_update)
+    # 1/N applied inside the GEMM (alpha; beta = 0 ignores the input): no extra pass over W
+    unused = e2.new_zeros(()).expand(e2.shape[1], h2.shape[1])
+    grad_w = _clip_norm(torch.addmm(unused, e2.T, h2, beta=0, alpha=1 / n),
+                        rule.clip_update)
     grad_b = e2.sum(0) / n if has_bias else None
     grad_feedback = rule.gamma * grad_w if ctx.needs_input_grad[3] else None
     return grad_w, grad_b, grad_feedback
@@ -108,10 +111,13 @@ class _HiddenFn(torch.autograd.Function):
         grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
         grad_h = None
         if ctx.needs_input_grad[0]:
-            target = reference.activation_value(a - rule.beta * displacement, rule.activation,
-                                                rule.negative_slope)
+            target = None  # only refinement re-evaluates the error: built on first use
 
             def error_at(moved):
+                nonlocal target
+                if target is None:
+                    target = reference.activation_value(a - rule.beta * displacement,
+                                                        rule.activation, rule.negative_slope)
                 a_moved = F.linear(moved, weight, bias)
                 z_moved = reference.activation_value(a_moved, rule.activation,
                                                      rule.negative_slope)

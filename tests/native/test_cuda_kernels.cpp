@@ -122,7 +122,7 @@ static void check_lra_error(Activation activation, LocalError error, bool use_fp
   cudaFree(out);
 }
 
-// Host formula of sign_feedback, written out independently of sign_feedback_group.
+// Host formula of sign_feedback, written out independently of fastcredit/sign_feedback.h.
 static double host_sign_feedback(double w, double m) {
   if (std::isnan(w)) return w;
   return (w > 0) ? m : (w < 0 ? -m : 0.0 * m);

@@ -1,0 +1,136 @@
+// CPU generation of seeded feedback row segments (see feedback_rows.h).
+//
+// Compiled for AVX-512 (x86-64-v4) and AVX2 next to the baseline ISA (GCC function
+// multiversioning picks one at load time): the Box-Muller loop only vectorises with AVX2's
+// int32 -> double conversions, and Philox's 64-bit products only pay off with 512-bit vectors.
+// -ffp-contract=off keeps FMA out of every version, so all of them give philox.h's bits.
+#include "cpu/feedback_rows.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace fastcredit::cpu {
+namespace {
+
+#define FC_CPU_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+
+// philox.h's normal_pair_from_bits(radius_words[p], angle_words[p], even[p], odd[p]),
+// rewritten without branches or data-dependent loops so that the compiler vectorises it. The
+// same IEEE operations run in the same order, so the bits are the same (checked against the
+// emulated CUDA kernels, which use philox.h itself).
+FC_CPU_MULTIVERSION void normal_pairs(const uint32_t* __restrict__ radius_words,
+                  const uint32_t* __restrict__ angle_words, int64_t pairs,
+                  double* __restrict__ even, double* __restrict__ odd) {
+  using exact::add;
+  using exact::mul;
+  for (int64_t p = 0; p < pairs; ++p) {
+    // log(u1), u1 = k / 2^24: exact::log_of_int with e and m read off the double k.
+    // int32 first: k <= 2^24, and int32 -> double has a vector instruction, uint32 not
+    const double k = static_cast<double>(static_cast<int32_t>((radius_words[p] >> 8) + 1u));
+    uint64_t k_bits;
+    std::memcpy(&k_bits, &k, sizeof k);
+    const uint64_t m_bits = (k_bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;
+    double m;
+    std::memcpy(&m, &m_bits, sizeof m);  // k / 2^e, e = floor(log2 k)
+    const bool above = m > 1.4142135623730951;
+    m = above ? m * 0.5 : m;
+    const double e = static_cast<double>(static_cast<int>(k_bits >> 52) - 1023 + above);
+    const double s = (m - 1.0) / (m + 1.0);
+    const double s2 = mul(s, s);
+    double series = 1.0 / 23.0;
+    for (int i = 21; i >= 1; i -= 2) series = add(mul(series, s2), 1.0 / i);
+    const double log_k = add(add(mul(e, 6.93147180369123816490e-01), mul(2.0, mul(s, series))),
+                             mul(e, 1.90821492927058770002e-10));
+    const double r = std::sqrt(mul(-2.0, add(log_k, -16.635532333438687)));
+    // sin and cos of 2 pi j / 2^24: exact::sincos_2pi with the quadrant switch as selects.
+    const uint32_t j = angle_words[p] >> 8;
+    const uint32_t q = ((j + (1u << 21)) >> 22) & 3u;
+    const int32_t r_int =
+        static_cast<int32_t>(j) - static_cast<int32_t>(((j + (1u << 21)) >> 22) << 22);
+    const double a = mul(6.28318530717958647692, static_cast<double>(r_int) * (1.0 / 16777216.0));
+    const double a2 = mul(a, a);
+    double sin_poly = 1.0 / 355687428096000.0;
+    double cos_poly = 1.0 / 20922789888000.0;
+    constexpr double kSin[8] = {-1.0 / 1307674368000.0, 1.0 / 6227020800.0, -1.0 / 39916800.0,
+                                1.0 / 362880.0,         -1.0 / 5040.0,      1.0 / 120.0,
+                                -1.0 / 6.0,             1.0};
+    constexpr double kCos[8] = {-1.0 / 87178291200.0, 1.0 / 479001600.0, -1.0 / 3628800.0,
+                                1.0 / 40320.0,        -1.0 / 720.0,      1.0 / 24.0,
+                                -1.0 / 2.0,           1.0};
+    for (int i = 0; i < 8; ++i) {
+      sin_poly = add(mul(sin_poly, a2), kSin[i]);
+      cos_poly = add(mul(cos_poly, a2), kCos[i]);
+    }
+    const double sin_a = mul(sin_poly, a);
+    // quadrant q turns (sin, cos) into (s, c), (c, -s), (-s, -c), (-c, s)
+    double sin_out = (q & 1u) ? cos_poly : sin_a;
+    double cos_out = (q & 1u) ? sin_a : cos_poly;
+    sin_out = (q & 2u) ? -sin_out : sin_out;
+    cos_out = ((q + 1u) & 2u) ? -cos_out : cos_out;
+    even[p] = mul(r, cos_out);
+    odd[p] = mul(r, sin_out);
+  }
+}
+
+}  // namespace
+
+FC_CPU_MULTIVERSION void feedback_row_values(uint64_t seed, Dist dist, double scale,
+                                             uint64_t row, int64_t col0, int64_t count,
+                                             double* values) {
+  const int64_t first_group = col0 / 4;
+  const int64_t groups = (col0 + count - 1) / 4 - first_group + 1;
+  const int64_t skip = col0 - first_group * 4;  // entries of the first block before col0
+  constexpr int64_t kGroupsMax = kRowChunk / 4 + 2;
+  // words[lane][g]: lane `lane` of block g. philox4x32_10 with the blocks side by side: each
+  // round is one loop over the blocks, which vectorises (64-bit products of 32-bit lanes).
+  uint32_t words[4][kGroupsMax];
+  uint32_t* c0 = words[0];
+  uint32_t* c1 = words[1];
+  uint32_t* c2 = words[2];
+  uint32_t* c3 = words[3];
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint64_t group = static_cast<uint64_t>(first_group + g);
+    c0[g] = static_cast<uint32_t>(group);
+    c1[g] = static_cast<uint32_t>(group >> 32);
+    c2[g] = static_cast<uint32_t>(row);
+    c3[g] = static_cast<uint32_t>(row >> 32);
+  }
+  uint32_t key0 = static_cast<uint32_t>(seed);
+  uint32_t key1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint64_t p0 = static_cast<uint64_t>(philox_detail::kMul0) * c0[g];
+      const uint64_t p1 = static_cast<uint64_t>(philox_detail::kMul1) * c2[g];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[g] ^ key0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[g] ^ key1;
+      c1[g] = static_cast<uint32_t>(p1);
+      c3[g] = static_cast<uint32_t>(p0);
+      c0[g] = n0;
+      c2[g] = n2;
+    }
+    key0 += philox_detail::kWeyl0;
+    key1 += philox_detail::kWeyl1;
+  }
+  double raw[4][kGroupsMax];  // raw[lane][g]: entry 4 g + lane of the segment's blocks
+  switch (dist) {
+    case Dist::kUniform:
+      for (int lane = 0; lane < 4; ++lane)
+        for (int64_t g = 0; g < groups; ++g) raw[lane][g] = uniform_from_bits(words[lane][g]);
+      break;
+    case Dist::kRademacher:
+      for (int lane = 0; lane < 4; ++lane)
+        for (int64_t g = 0; g < groups; ++g) raw[lane][g] = rademacher_from_bits(words[lane][g]);
+      break;
+    case Dist::kNormal:  // Box-Muller on words (0, 1) and (2, 3) of each block
+      normal_pairs(words[0], words[1], groups, raw[0], raw[1]);
+      normal_pairs(words[2], words[3], groups, raw[2], raw[3]);
+      break;
+  }
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t i = skip + j;
+    values[j] = exact::mul(raw[i % 4][i / 4], scale);
+  }
+}
+
+}  // namespace fastcredit::cpu

@@ -1,0 +1,323 @@
+"""`fastcredit bench`: training-step time of every method relative to plain PyTorch backprop
+(and to BioTorch when it is installed), measured in one process with interleaved rounds, plus
+the share of each step spent in GEMM/convolution library calls.
+
+A step is ``zero_grad``, forward, cross-entropy and ``backward`` (no optimizer update: it costs
+every method the same and would only pull the ratios towards 1). The same builders feed the
+pytest-benchmark suite in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "dfa", "dfa-stored", "lra")
+# BioTorch's names for the methods it has (its DFA keeps stored matrices).
+BIOTORCH_MODES = {"fa": "fa", "usf": "usf", "frsf": "frsf", "brsf": "brsf", "dfa": "dfa"}
+# Profiler events whose self time is the GEMM / convolution library at work (MKL, oneDNN).
+GEMM_EVENTS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv",
+    "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward", "aten::mkldnn_convolution_backward",
+})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A network and batch: ``model`` is "mlp" (tanh, ``widths`` = input .. classes), "convnet"
+    or "lenet" (``fastcredit train``'s networks, inputs ``[batch, *image]``)."""
+
+    name: str
+    model: str
+    batch: int
+    image: tuple[int, int] = (28, 28)
+    widths: tuple[int, ...] = ()
+
+    @property
+    def classes(self) -> int:
+        return self.widths[-1] if self.widths else 10
+
+
+WORKLOADS = (
+    Workload("mlp-b128", "mlp", 128, widths=(784, 1024, 1024, 1024, 10)),
+    Workload("mlp-b512", "mlp", 512, widths=(784, 1024, 1024, 1024, 10)),
+    Workload("convnet-b128", "convnet", 128),
+    Workload("lenet-b128", "lenet", 128),
+)
+# Tiny shapes for smoke runs (CI, tests): every code path, a fraction of a second each.
+QUICK_WORKLOADS = (
+    Workload("mlp-quick", "mlp", 16, image=(8, 8), widths=(64, 48, 48, 48, 10)),
+    Workload("convnet-quick", "convnet", 8, image=(12, 12)),
+    Workload("lenet-quick", "lenet", 8, image=(16, 16)),
+)
+
+
+def supports(workload: Workload, method: str) -> bool:
+    """LRA-E has no conv blocks, so it runs on the MLP only."""
+    return method != "lra" or workload.model == "mlp"
+
+
+def _mlp(method: str, widths: Sequence[int]) -> nn.Module:
+    from . import nn as fcnn
+
+    pairs = list(itertools.pairwise(widths))
+    if method == "lra":
+        return fcnn.LRA(list(widths), "tanh")
+    if method.startswith("dfa"):
+        blocks = nn.Sequential(nn.Flatten(), *(fcnn.DFALinear(i, o, "tanh") for i, o in pairs[:-1]))
+        feedback = "stored" if method == "dfa-stored" else "seeded"
+        return nn.Sequential(blocks, nn.Linear(*pairs[-1]),
+                             fcnn.DFAOutput(fcnn.dfa_points(blocks), widths[-1],
+                                            feedback=feedback))
+    if method == "bp":
+        linear = nn.Linear
+    else:
+        def linear(i, o):
+            return fcnn.Linear(i, o, method=method)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, o in pairs[:-1]:
+        layers += [linear(i, o), nn.Tanh()]
+    return nn.Sequential(*layers, linear(*pairs[-1]))
+
+
+def build_network(workload: Workload, method: str) -> nn.Module:
+    """The workload's network trained by ``method`` with fastcredit (``"bp"``: plain PyTorch
+    layers)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if not supports(workload, method):
+        raise ValueError(f"method {method!r} has no {workload.model} network")
+    if workload.model == "mlp":
+        return _mlp(method, workload.widths)
+    from . import train
+
+    options = {"feedback": "stored"} if method == "dfa-stored" else {}
+    config = train.TrainConfig(method=method.split("-")[0], model=workload.model,
+                               method_options=options)
+    return train.build_model(config, workload.image, workload.classes)
+
+
+def _biotorch_network(workload: Workload, method: str) -> nn.Module:
+    from biotorch.module.biomodule import BioModule
+
+    # BioTorch's layers use torch's deprecated non-full backward hooks: its warning, not ours
+    warnings.filterwarnings("ignore", message="Using a non-full backward hook",
+                            category=FutureWarning)
+    with contextlib.redirect_stdout(io.StringIO()):  # BioTorch prints a conversion report
+        return BioModule(build_network(workload, "bp"), mode=BIOTORCH_MODES[method],
+                         output_dim=workload.classes)
+
+
+def batch_of(workload: Workload, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(workload.batch, *workload.image, generator=generator)
+    return x, torch.randint(0, workload.classes, (workload.batch,), generator=generator)
+
+
+def make_step(workload: Workload, method: str, impl: str = "fastcredit") -> Callable[[], None]:
+    """A closure running one training step (zero_grad, forward, loss, backward) of
+    ``method`` on the workload. ``impl``: "fastcredit" (``"bp"`` is plain PyTorch) or
+    "biotorch"."""
+    torch.manual_seed(0)
+    x, y = batch_of(workload)
+    if impl == "biotorch":
+        model = _biotorch_network(workload, method)
+        if method == "dfa":  # BioTorch's DFA needs the targets and the loss in its forward
+            def step() -> None:
+                model.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x, y, F.cross_entropy), y).backward()
+
+            return step
+    elif impl == "fastcredit":
+        model = build_network(workload, method)
+    else:
+        raise ValueError(f"unknown impl {impl!r}; expected 'fastcredit' or 'biotorch'")
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    return step
+
+
+def biotorch_available() -> bool:
+    try:
+        import biotorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], rounds: int,
+                     min_seconds: float) -> dict[str, list[float]]:
+    """Seconds per step of each closure, ``rounds`` samples each, the closures taking turns
+    within each round (so load drift hits all of them alike). A sample is the fastest of
+    enough back-to-back steps to last about ``min_seconds``: on a shared machine a step that
+    lost the CPU to another process is slower, never faster."""
+    repeats = {}
+    for name, step in steps.items():
+        step()  # warm-up: lazy buffers, allocator, oneDNN primitive caches
+        start = time.perf_counter()
+        step()
+        once = time.perf_counter() - start
+        repeats[name] = max(1, math.ceil(min_seconds / max(once, 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            fastest = math.inf
+            for _ in range(repeats[name]):
+                start = time.perf_counter()
+                step()
+                fastest = min(fastest, time.perf_counter() - start)
+            samples[name].append(fastest)
+    return samples
+
+
+def median_ratio(samples: list[float], baseline: list[float]) -> float:
+    """Median over rounds of the per-round ratio: each round's pair ran back to back."""
+    return statistics.median(a / b for a, b in zip(samples, baseline))
+
+
+def gemm_fraction(step: Callable[[], None], steps: int = 3) -> float:
+    """Share of a step's wall time spent inside GEMM/convolution library calls (the self CPU
+    time of the ``GEMM_EVENTS`` under torch.profiler, over the time of the whole step)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            with record_function("fastcredit_bench_step"):
+                step()
+    events = prof.key_averages()
+    total = sum(e.cpu_time_total for e in events if e.key == "fastcredit_bench_step")
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_EVENTS)
+    return gemm / total if total > 0 else float("nan")
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    from . import __version__
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fastcredit": __version__,
+        "python": platform.python_version(),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+@dataclass
+class Row:
+    workload: str
+    method: str
+    ms: float  # median over rounds of the fastest step in each round, in ms
+    vs_bp: float  # median per-round ratio to plain PyTorch backprop
+    vs_biotorch: float | None  # fastcredit / BioTorch for the same method, when measured
+    biotorch_vs_bp: float | None
+    gemm_fraction: float | None
+
+
+def run(workloads: Sequence[Workload] = WORKLOADS, methods: Sequence[str] = METHODS,
+        rounds: int = 7, min_seconds: float = 0.2, biotorch: bool | None = None,
+        profile: bool = True, log: Callable[[str], None] = lambda text: None) -> dict:
+    """Measure every (workload, method) against plain backprop in the same process; returns
+    ``{"machine": ..., "settings": ..., "rows": [Row as dict, ...]}``."""
+    if biotorch is None:
+        biotorch = biotorch_available()
+    rows = []
+    for workload in workloads:
+        log(f"{workload.name}: building")
+        steps = {"bp": make_step(workload, "bp")}
+        for method in methods:
+            if method != "bp" and supports(workload, method):
+                steps[method] = make_step(workload, method)
+        if biotorch:
+            for method in methods:
+                if method in BIOTORCH_MODES:
+                    steps[f"biotorch:{method}"] = make_step(workload, method, "biotorch")
+        log(f"{workload.name}: timing {len(steps)} steps x {rounds} rounds")
+        samples = time_interleaved(steps, rounds, min_seconds)
+        for method in methods:
+            if method not in steps:
+                continue
+            bio = samples.get(f"biotorch:{method}")
+            rows.append(Row(
+                workload.name, method, 1e3 * statistics.median(samples[method]),
+                median_ratio(samples[method], samples["bp"]),
+                median_ratio(samples[method], bio) if bio else None,
+                median_ratio(bio, samples["bp"]) if bio else None,
+                gemm_fraction(steps[method]) if profile else None,
+            ))
+    return {
+        "machine": machine(),
+        "settings": {"rounds": rounds, "min_seconds": min_seconds, "biotorch": biotorch,
+                     "step": "zero_grad + forward + cross_entropy + backward"},
+        "workloads": [asdict(w) for w in workloads],
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def format_table(result: dict) -> str:
+    """The ratio table ``fastcredit bench`` prints."""
+    m = result["machine"]
+    lines = [(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
+              f"fastcredit {m['fastcredit']}, load average {m['load_average_1m']}"),
+             (f"medians over {result['settings']['rounds']} interleaved rounds of each round's "
+              "fastest step; ratio < 1: faster"),
+             ""]
+    header = f"{'workload':<14} {'method':<11} {'ms/step':>8} {'/ our bp':>9} {'GEMM %':>7}"
+    if result["settings"]["biotorch"]:
+        header += f" {'/ BioTorch':>11} {'BioTorch/bp':>12}"
+    lines.append(header)
+    for r in result["rows"]:
+        gemm = "" if r["gemm_fraction"] is None else f"{100 * r['gemm_fraction']:.0f}"
+        line = f"{r['workload']:<14} {r['method']:<11} {r['ms']:>8.2f} {r['vs_bp']:>9.3f} {gemm:>7}"
+        if result["settings"]["biotorch"]:
+            bio = "" if r["vs_biotorch"] is None else f"{r['vs_biotorch']:.3f}"
+            bio_bp = "" if r["biotorch_vs_bp"] is None else f"{r['biotorch_vs_bp']:.3f}"
+            line += f" {bio:>11} {bio_bp:>12}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(*, quick: bool = False, threads: int = 2, rounds: int | None = None,
+         json_path: str | None = None, methods: Sequence[str] = METHODS,
+         workloads: Sequence[str] | None = None, biotorch: bool | None = None) -> dict:
+    """What ``fastcredit bench`` runs: measure, print the table, optionally write JSON."""
+    torch.set_num_threads(threads)
+    chosen = QUICK_WORKLOADS if quick else WORKLOADS
+    if workloads:
+        known = {w.name: w for w in (*WORKLOADS, *QUICK_WORKLOADS)}
+        chosen = [known[name] for name in workloads]
+    result = run(chosen, methods, rounds=rounds or (2 if quick else 7),
+                 min_seconds=0.0 if quick else 0.2, biotorch=biotorch,
+                 profile=True, log=lambda text: print(text, flush=True))
+    print(format_table(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {json_path}")
+    return result

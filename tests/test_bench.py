@@ -1,0 +1,62 @@
+"""`fastcredit bench` and the step builders it shares with benchmarks/: they run every method
+on tiny shapes, train what they claim to, and write well-formed JSON. No timing asserts."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastcredit import bench
+
+QUICK = {w.name: w for w in bench.QUICK_WORKLOADS}
+
+
+@pytest.mark.parametrize("workload", list(QUICK))
+@pytest.mark.parametrize("method", bench.METHODS)
+def test_every_step_gives_every_weight_a_finite_gradient(workload, method):
+    workload = QUICK[workload]
+    if not bench.supports(workload, method):
+        pytest.skip("LRA-E has no conv blocks")
+    model = bench.build_network(workload, method)
+    x, y = bench.batch_of(workload)
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    assert weights
+    for p in weights:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_lra_has_no_conv_network():
+    with pytest.raises(ValueError, match="no convnet network"):
+        bench.build_network(QUICK["convnet-quick"], "lra")
+
+
+def test_cli_quick_run_prints_ratios_and_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastcredit", "bench", "--quick", "--workloads", "mlp-quick",
+         "--methods", "fa", "dfa", "--threads", "1", "--json", str(path)],
+        check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "/ our bp" in result.stdout and "GEMM %" in result.stdout
+    report = json.loads(path.read_text())
+    assert report["machine"]["threads"] == 1
+    assert report["machine"]["torch"]
+    rows = {r["method"]: r for r in report["rows"]}
+    assert set(rows) == {"fa", "dfa"}
+    for row in rows.values():
+        assert row["workload"] == "mlp-quick"
+        assert row["ms"] > 0 and math.isfinite(row["vs_bp"]) and row["vs_bp"] > 0
+        assert 0 < row["gemm_fraction"] <= 1
+
+
+def test_cli_rejects_unknown_method():
+    result = subprocess.run([sys.executable, "-m", "fastcredit", "bench", "--methods", "sgd"],
+                            check=False, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "invalid choice: 'sgd'" in result.stderr and len(result.stderr.splitlines()) == 1
