@@ -31,7 +31,7 @@ def _train_steps(method: str, model: str, options: dict, steps: int = 4) -> dict
     config = train.TrainConfig(method=method, model=model, hidden=24, optimizer="sgd", lr=0.05,
                                method_options=options)
     net = train.build_model(config, (8, 8), 10)
-    optimizer = train._optimizer(config, net)
+    optimizer, _ = train._optimizer(config, net)  # (optimizer, LR schedule)
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):
         x = torch.randn(33, 8, 8, generator=generator)
