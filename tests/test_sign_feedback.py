@@ -93,6 +93,21 @@ def test_non_contiguous_weight_and_magnitude(native_backend):
             assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unaligned_views_and_ragged_tails(native_backend, dtype):
+    # 16-byte packs when every pointer allows them, single entries otherwise (see the kernel).
+    op = native_backend.op("sign_feedback")
+    for rows, cols in ((1, 1), (1, 3), (7, 33)):
+        w = _weight((rows * cols + 1,), dtype).reshape(-1)
+        m = torch.randn(rows * cols + 1, dtype=dtype)
+        for start_w, start_m in ((0, 0), (1, 1), (0, 1)):
+            weight = w[start_w:start_w + rows * cols].view(rows, cols)
+            magnitude = m[start_m:start_m + rows * cols].view(rows, cols)
+            for mode, kwargs in [("scalar", {}), ("stored", {"magnitude": magnitude})]:
+                got = op(weight, mode, scale=1.5, **kwargs)
+                assert torch.equal(got, reference.sign_feedback(weight, mode, scale=1.5, **kwargs))
+
+
 def test_seeded_magnitudes_are_the_feedback_matrix_on_the_flattened_kernel(native_backend):
     w = _weight((6, 2, 3, 3))
     got = native_backend.op("sign_feedback")(w, "seeded", scale=0.2, seed=77)
