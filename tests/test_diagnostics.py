@@ -78,10 +78,14 @@ def test_format_table_lists_every_layer():
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
 
 
-def test_fa_with_b_equal_w_is_perfectly_aligned_and_random_b_is_not():
+def _fa_net():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
-                                fastcredit.nn.Linear(9, 4, method="fa")).double()
+    return torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
+                               fastcredit.nn.Linear(9, 4, method="fa")).double()
+
+
+def test_fa_with_b_equal_w_is_perfectly_aligned_and_random_b_is_not():
+    model = _fa_net()
     x, y = _batch()
     random_b = fastcredit.diagnostics.alignment(model, x, y)
     assert random_b["0"]["update_cosine"] < 0.9  # layer 0 receives delta B from layer 2
@@ -95,9 +99,7 @@ def test_fa_with_b_equal_w_is_perfectly_aligned_and_random_b_is_not():
 
 
 def test_fa_values_match_a_hand_computation_and_delta_metrics_are_lra_only():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
-                                fastcredit.nn.Linear(9, 4, method="fa")).double()
+    model = _fa_net()
     x, y = _batch()
     report = fastcredit.diagnostics.alignment(model, x, y)
 
@@ -145,9 +147,7 @@ def test_dfa_with_b_equal_to_the_next_weight_matches_backprop_and_random_b_does_
 
 
 def test_modules_measures_after_the_activation_as_a_hand_computation():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(fastcredit.nn.Linear(12, 9, method="fa"), torch.nn.Tanh(),
-                                fastcredit.nn.Linear(9, 4, method="fa")).double()
+    model = _fa_net()
     x, y = _batch()
     report = fastcredit.diagnostics.alignment(model, x, y, modules=["1"])
     assert set(report) == {"1"} and math.isnan(report["1"]["update_cosine"])  # Tanh: no weight

@@ -43,31 +43,8 @@ FC_CPU_MULTIVERSION void normal_pairs(const uint32_t* __restrict__ radius_words,
     const double log_k = add(add(mul(e, 6.93147180369123816490e-01), mul(2.0, mul(s, series))),
                              mul(e, 1.90821492927058770002e-10));
     const double r = std::sqrt(mul(-2.0, add(log_k, -16.635532333438687)));
-    // sin and cos of 2 pi j / 2^24: exact::sincos_2pi with the quadrant switch as selects.
-    const uint32_t j = angle_words[p] >> 8;
-    const uint32_t q = ((j + (1u << 21)) >> 22) & 3u;
-    const int32_t r_int =
-        static_cast<int32_t>(j) - static_cast<int32_t>(((j + (1u << 21)) >> 22) << 22);
-    const double a = mul(6.28318530717958647692, static_cast<double>(r_int) * (1.0 / 16777216.0));
-    const double a2 = mul(a, a);
-    double sin_poly = 1.0 / 355687428096000.0;
-    double cos_poly = 1.0 / 20922789888000.0;
-    constexpr double kSin[8] = {-1.0 / 1307674368000.0, 1.0 / 6227020800.0, -1.0 / 39916800.0,
-                                1.0 / 362880.0,         -1.0 / 5040.0,      1.0 / 120.0,
-                                -1.0 / 6.0,             1.0};
-    constexpr double kCos[8] = {-1.0 / 87178291200.0, 1.0 / 479001600.0, -1.0 / 3628800.0,
-                                1.0 / 40320.0,        -1.0 / 720.0,      1.0 / 24.0,
-                                -1.0 / 2.0,           1.0};
-    for (int i = 0; i < 8; ++i) {
-      sin_poly = add(mul(sin_poly, a2), kSin[i]);
-      cos_poly = add(mul(cos_poly, a2), kCos[i]);
-    }
-    const double sin_a = mul(sin_poly, a);
-    // quadrant q turns (sin, cos) into (s, c), (c, -s), (-s, -c), (-c, s)
-    double sin_out = (q & 1u) ? cos_poly : sin_a;
-    double cos_out = (q & 1u) ? sin_a : cos_poly;
-    sin_out = (q & 2u) ? -sin_out : sin_out;
-    cos_out = ((q + 1u) & 2u) ? -cos_out : cos_out;
+    double sin_out, cos_out;
+    exact::sincos_2pi(angle_words[p] >> 8, sin_out, cos_out);
     even[p] = mul(r, cos_out);
     odd[p] = mul(r, sin_out);
   }

@@ -113,12 +113,12 @@ FC_HOST_DEVICE FC_INLINE void sincos_2pi(uint32_t j, double& sin_out, double& co
   }
   const double s = mul(sin_poly, a);
   const double c = cos_poly;
-  switch (q) {  // rotate by q quarter turns
-    case 0: sin_out = s;  cos_out = c;  break;
-    case 1: sin_out = c;  cos_out = -s; break;
-    case 2: sin_out = -s; cos_out = -c; break;
-    default: sin_out = -c; cos_out = s; break;
-  }
+  // Rotate by q quarter turns: (s, c), (c, -s), (-s, -c), (-c, s). Selects, not a switch, so
+  // the CPU's batched Box-Muller (cpu/feedback_rows.cpp) vectorises with this function inlined.
+  const double sin_r = (q & 1u) ? c : s;
+  const double cos_r = (q & 1u) ? s : c;
+  sin_out = (q & 2u) ? -sin_r : sin_r;
+  cos_out = ((q + 1u) & 2u) ? -cos_r : cos_r;
 }
 }  // namespace exact
 
