@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -193,13 +194,29 @@ def median_ratio(samples: list[float], baseline: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(samples, baseline))
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 goes to /dev/null: torch 2.13's profiler logs two lines to it from C++
+    at every start and stop, which would bury the table. The profiled steps already ran once
+    before, so nothing they would say is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def gemm_fraction(step: Callable[[], None], steps: int = 3) -> float:
     """Share of a step's wall time spent inside GEMM/convolution library calls (the self CPU
     time of the ``GEMM_EVENTS`` under torch.profiler, over the time of the whole step)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             with record_function("fastcredit_bench_step"):
                 step()
