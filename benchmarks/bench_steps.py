@@ -1,6 +1,6 @@
 """Training steps (zero_grad, forward, loss, backward) of every method next to plain PyTorch
 backprop on the same network and batch: MLP 784-1024-1024-1024-10 (tanh) at batch 128 and
-512, a small conv net and a LeNet at batch 128 (``fastcredit.bench.WORKLOADS``), and the same
+512, a small conv net and a LeNet at batch 128 (``fastcredit.app.bench.WORKLOADS``), and the same
 steps through BioTorch when it is installed (``pip install --no-deps biotorch``).
 
 Run: python -m pytest benchmarks/bench_steps.py --benchmark-enable
@@ -8,7 +8,7 @@ Run: python -m pytest benchmarks/bench_steps.py --benchmark-enable
 
 import pytest
 
-from fastcredit import bench
+from fastcredit.app import bench
 
 
 @pytest.mark.parametrize("method", bench.METHODS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastcredit import bench
+from fastcredit.app import bench
 
 _medians: dict[str, dict[str, float]] = {}  # group -> row name -> median seconds
 _baselines: dict[str, str] = {}

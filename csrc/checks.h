@@ -114,7 +114,8 @@ struct SignFeedbackPlan {
 inline SignFeedbackPlan plan_sign_feedback(const at::Tensor& weight,
                                            const std::optional<at::Tensor>& magnitude,
                                            const std::string& mode, double scale, int64_t seed,
-                                           int64_t step, const std::string& dist) {
+                                           const std::optional<at::Tensor>& step,
+                                           const std::string& dist) {
   TORCH_CHECK(weight.dim() >= 2, "sign_feedback: weight must have at least 2 dims [out, in, ",
               "*kernel], got ", weight.dim(), "-D tensor of shape ", weight.sizes());
   check_floating(weight, "sign_feedback", "weight");
@@ -140,8 +141,15 @@ inline SignFeedbackPlan plan_sign_feedback(const at::Tensor& weight,
   if (mode == "scalar") return {Magnitude::kScalar, 0, d};
   const auto s = static_cast<uint64_t>(seed);
   if (mode == "seeded") return {Magnitude::kSeeded, s, d};
-  TORCH_CHECK(step >= 0, "sign_feedback: step must be non-negative, got ", step);
-  return {Magnitude::kSeeded, step_seed(s, static_cast<uint64_t>(step)), d};
+  TORCH_CHECK(step.has_value() && step->defined(),
+              "sign_feedback: mode 'seeded_step' needs a step tensor");
+  TORCH_CHECK(step->numel() == 1 && step->dim() == 0 && step->scalar_type() == at::kLong,
+              "sign_feedback: step must be a 0-d int64 tensor, got ", step->scalar_type(),
+              " of shape ", step->sizes());
+  // A CPU counter is read without a device synchronisation; one on the device costs a sync.
+  const int64_t draw = step->item<int64_t>();
+  TORCH_CHECK(draw >= 0, "sign_feedback: step must be non-negative, got ", draw);
+  return {Magnitude::kSeeded, step_seed(s, static_cast<uint64_t>(draw)), d};
 }
 
 inline void check_dfa_backward_epilogue_args(const at::Tensor& grad, const at::Tensor& saved,

@@ -103,7 +103,7 @@ inline at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& 
 
 inline at::Tensor sign_feedback(const at::Tensor& weight, const std::string& mode, double scale,
                                 const std::optional<at::Tensor>& magnitude, int64_t seed,
-                                int64_t step, const std::string& dist, cudaStream_t stream) {
+                                const std::optional<at::Tensor>& step, const std::string& dist, cudaStream_t stream) {
   const SignFeedbackPlan plan =
       plan_sign_feedback(weight, magnitude, mode, scale, seed, step, dist);
   if (!has_kernel_dtype(weight)) {

@@ -31,7 +31,7 @@ at::Tensor lra_error_cpu(const at::Tensor& a, const at::Tensor& d, double beta,
 
 at::Tensor sign_feedback_cpu(const at::Tensor& weight, const std::string& mode, double scale,
                              const std::optional<at::Tensor>& magnitude, int64_t seed,
-                             int64_t step, const std::string& dist) {
+                             const std::optional<at::Tensor>& step, const std::string& dist) {
   const SignFeedbackPlan plan =
       plan_sign_feedback(weight, magnitude, mode, scale, seed, step, dist);
   return cpu::sign_feedback(weight, magnitude.value_or(at::Tensor()), plan.kind, plan.seed,

@@ -20,9 +20,11 @@ inline void define_op_schemas(torch::Library& m) {
       "float negative_slope=0.01) -> Tensor");
   // scale * |M| ⊙ sign(W), W of any rank >= 2 viewed as [out, rest]; |M| by mode: 1 ('scalar'),
   // |magnitude| ('stored'), |F(seed)| ('seeded'), |F(step_seed(seed, step))| ('seeded_step').
+  // step is an int64 scalar tensor, so a draw counter can be a buffer that torch.compile
+  // passes as a graph input (an int would be a constant, recompiled at every new value).
   m.def(
       "sign_feedback(Tensor weight, str mode, float scale=1.0, Tensor? magnitude=None, "
-      "int seed=0, int step=0, str dist=\"uniform\") -> Tensor");
+      "int seed=0, Tensor? step=None, str dist=\"uniform\") -> Tensor");
   // DFA backward epilogue: delta = grad * f'(a) and grad_bias = delta.sum(0), with f' taken
   // from `saved`: the pre-activation a, or the output f(a) when saved_is_output.
   m.def(

@@ -1,7 +1,13 @@
-"""fastcredit: credit assignment beyond backpropagation, as fast drop-in PyTorch layers."""
+"""fastcredit: credit assignment beyond backpropagation, as fast drop-in PyTorch layers.
+
+``import fastcredit`` loads the library only: the ops, :mod:`fastcredit.nn`, ``convert``,
+``diagnostics`` and ``optim``. The oracle (:mod:`fastcredit.reference`) and the command-line
+application (:mod:`fastcredit.app`) are imported on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import torch
@@ -18,12 +24,12 @@ from ._version import __version__
 
 try:
     from . import _C_cuda  # noqa: F401 - registers the CUDA kernels; absent in CPU builds
-except ImportError as error:  # noqa: F841 - kept for cuda_kernels_status()
+except ImportError as error:  # kept for build_info() and cuda_kernels_available()
     _cuda_import_error: ImportError | None = error
 else:
     _cuda_import_error = None
 
-from . import data, diagnostics, feedback, nn, ops, optim, reference  # noqa: E402
+from . import diagnostics, nn, ops, optim  # noqa: E402
 from .convert import ConversionReport, convert  # noqa: E402
 from .ops import (  # noqa: E402
     feedback_fill_,
@@ -63,23 +69,35 @@ if _major_minor(_C.build_info()["torch_version"]) != _major_minor(torch.__versio
         stacklevel=2,
     )
 
+# Modules reached as attributes but imported only on first use; the app's old homes warn.
+_LAZY = {"reference": "fastcredit.reference", "app": "fastcredit.app"}
+_MOVED = {name: f"fastcredit.app.{name}" for name in ("bench", "cli", "data", "reproduce", "train")}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        warnings.warn(f"fastcredit.{name} moved to {_MOVED[name]}; the old name will go",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module(_MOVED[name])
+    if name in _LAZY:
+        return importlib.import_module(_LAZY[name])
+    raise AttributeError(f"module 'fastcredit' has no attribute {name!r}")
+
+
 __all__ = [
     "ConversionReport",
     "__version__",
     "build_info",
     "convert",
     "cuda_kernels_available",
-    "data",
     "dfa_backward_epilogue",
     "diagnostics",
-    "feedback",
     "feedback_fill_",
     "feedback_matrix",
     "lra_error",
     "nn",
     "ops",
     "optim",
-    "reference",
     "seeded_project",
     "sign_feedback",
 ]

@@ -1,6 +1,7 @@
 """How closely a method's learning signals follow backpropagation, layer by layer.
 
-Definitions (../shared/ALGORITHMS.md §9), for every module that owns a ``weight`` parameter:
+Definitions (Lillicrap et al. 2016; the per-sample form as Launay et al. 2019), for every
+module that owns a ``weight`` parameter:
 
 * signal alignment: per-sample cosine between the gradient the method delivers to the module's
   output and the true backprop gradient at the same tensor (mean and std over the batch; for
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops, reference
+from . import functional, ops
 from .nn.lra import LRALinear, LRAOutput
 from .nn.mode import backprop
 
@@ -66,7 +67,8 @@ def _signals_and_updates(model, modules, x, y, loss_fn, seed, inputs=None):
                 output.register_hook(lambda grad: signals.__setitem__(name, grad.detach()))
         return hook
 
-    handles = [m.register_forward_hook(capture(n)) for n, m in modules.items()]
+    # prepend: see the module's own output, before convert()'s DFA hooks hand on a detached one
+    handles = [m.register_forward_hook(capture(n), prepend=True) for n, m in modules.items()]
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -160,7 +162,8 @@ def _lra_deltas(module, h, method_signal, bp_signal):
     a = F.linear(h, module.weight, module.bias)
     e = ops.lra_error(a, method_signal, module.beta, module.activation, module.error,
                       module.use_fprime, module.negative_slope)
-    return e, bp_signal * reference.activation_grad(a, module.activation, module.negative_slope)
+    return e, bp_signal * functional.activation_derivative(a, module.activation,
+                                                              module.negative_slope)
 
 
 def format_table(report: dict[str, dict[str, float]]) -> str:

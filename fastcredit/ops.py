@@ -1,49 +1,54 @@
 """Typed Python wrappers over the ``torch.ops.fastcredit`` ops, with their fake (meta)
 implementations for ``torch.compile`` and their autograd formulas.
 
-Every op here has a pure-PyTorch twin of the same name in :mod:`fastcredit.reference`.
+Every op here has a pure-PyTorch twin of the same name in :mod:`fastcredit.reference` (the
+tests' oracle; nothing in the library imports it). Option names come from
+:mod:`fastcredit._spec`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 
-from .reference import ACTIVATIONS, DISTS, SIGN_FEEDBACK_MODES
-
-_UINT64_LIMIT = 1 << 64
-_INT64_LIMIT = 1 << 63
-
-# The op library the wrappers call. Tests point it at torch.ops.fastcredit_emu (the CUDA kernels
-# run in emulation) to run the same wrappers, layers and autograd formulas on those kernels.
-_lib = torch.ops.fastcredit
-
-
-def _seed_as_int64(seed: int) -> int:
-    """Seeds are 64-bit patterns: accept 0 <= seed < 2**64, pass them as signed int64."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= seed < _UINT64_LIMIT:
-        raise ValueError(f"seed must satisfy 0 <= seed < 2**64, got {seed}")
-    return seed - _UINT64_LIMIT if seed >= 1 << 63 else seed
+from ._spec import (
+    DISTS,
+    LRA_ERRORS,
+    SIGN_FEEDBACK_MODES,
+    check_choice,
+    check_seed,
+    check_size,
+    seed_as_int64,
+)
+from .functional import check_activation
 
 
-def _check_size(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be non-negative, got {value}")
-    if value >= _INT64_LIMIT:  # the ops take int64
-        raise ValueError(f"{name} must be < 2**63, got {value}")
+class _Library(threading.local):
+    """The op library the wrappers call, per thread. Default: the compiled ops."""
+
+    ops = torch.ops.fastcredit
 
 
-def _check_dist(dist: str) -> None:
-    if dist not in DISTS:
-        raise ValueError(f"unknown dist {dist!r}; expected one of {DISTS}")
+_library = _Library()
 
 
-def _check_activation(activation: str) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+@contextlib.contextmanager
+def use_library(namespace: str):
+    """Within the block, on this thread, the wrappers (and every layer built on them) call
+    ``torch.ops.<namespace>``, which must define fastcredit's schemas and have
+    :func:`register_python_impls` applied; the tests run the emulated CUDA kernels
+    (``fastcredit_emu``) this way."""
+    previous, _library.ops = _library.ops, getattr(torch.ops, namespace)
+    try:
+        yield
+    finally:
+        _library.ops = previous
+
+
+def _int64_seed(seed) -> int:
+    return seed_as_int64(check_seed(seed))
 
 
 def feedback_fill_(
@@ -55,8 +60,8 @@ def feedback_fill_(
     agree bit for bit. ``dist``: "uniform" ([-1, 1)), "normal" (mean 0, std 1) or
     "rademacher" (+-1); every value is multiplied by ``scale``.
     """
-    _check_dist(dist)
-    _lib.feedback_fill_(out, _seed_as_int64(seed), dist, float(scale))
+    check_choice("dist", dist, DISTS)
+    _library.ops.feedback_fill_(out, _int64_seed(seed), dist, float(scale))
     return out
 
 
@@ -75,8 +80,8 @@ def feedback_matrix(
     A submatrix of a larger one: ``feedback_matrix(s, r, c)`` equals
     ``feedback_matrix(s, R, C)[:r, :c]`` for any R >= r, C >= c.
     """
-    _check_size("rows", rows)
-    _check_size("cols", cols)
+    check_size("rows", rows)
+    check_size("cols", cols)
     out = torch.empty((rows, cols), dtype=dtype, device=device)
     return feedback_fill_(out, seed, dist=dist, scale=scale)
 
@@ -96,9 +101,10 @@ def seeded_project(
     the untransposed form. float16/bfloat16 inputs are accumulated in float32. Differentiable
     in ``x``.
     """
-    _check_size("cols", cols)
-    _check_dist(dist)
-    return _lib.seeded_project(x, _seed_as_int64(seed), cols, dist, float(scale), bool(transpose))
+    check_size("cols", cols)
+    check_choice("dist", dist, DISTS)
+    return _library.ops.seeded_project(x, _int64_seed(seed), cols, dist, float(scale),
+                                       bool(transpose))
 
 
 def lra_error(
@@ -116,10 +122,9 @@ def lra_error(
     ``2 (f(a) - y) / (1 + (f(a) - y)^2)`` (``"cauchy"``), multiplied by ``f'(a)`` when
     ``use_fprime`` (sign uses the surrogate derivative ``1{|a| <= 1}``).
     """
-    _check_activation(activation)
-    if error not in ("gaussian", "cauchy"):
-        raise ValueError(f"unknown error {error!r}; expected 'gaussian' or 'cauchy'")
-    return _lib.lra_error(pre_activation, displacement, float(beta), activation, error,
+    check_activation(activation)
+    check_choice("error", error, LRA_ERRORS)
+    return _library.ops.lra_error(pre_activation, displacement, float(beta), activation, error,
                           bool(use_fprime), float(negative_slope))
 
 
@@ -130,7 +135,7 @@ def sign_feedback(
     scale: float = 1.0,
     magnitude: torch.Tensor | None = None,
     seed: int = 0,
-    step: int = 0,
+    step: int | torch.Tensor = 0,
     dist: str = "uniform",
 ) -> torch.Tensor:
     """Sign-concordant feedback ``scale * |M| ⊙ sign(W)`` with W's shape, built in one pass.
@@ -138,16 +143,21 @@ def sign_feedback(
     ``weight``: ``[out, in, *kernel]`` (rank >= 2), viewed as ``[out, rest]`` for the seeded
     modes. ``mode`` picks |M|: ``"scalar"`` (1: uSF), ``"stored"`` (``|magnitude|``, W's shape
     and dtype: frSF), ``"seeded"`` (``|feedback_matrix(seed, out, rest, dist=dist)|``: frSF
-    without storage) or ``"seeded_step"`` (the same with the seed
-    ``reference.step_seed(seed, step)``: brSF's fresh draw per step). sign(0) = 0 and
-    sign(NaN) = NaN. Returns a new contiguous tensor; differentiable in ``magnitude``.
+    without storage) or ``"seeded_step"`` (the same with the seed ``step_seed(seed, step)``
+    of ``csrc/fastcredit/sign_feedback.h``: brSF's draw number ``step``). ``step`` is an int
+    or a 0-d int64 tensor (read on the host: keep it on the CPU, as brSF layers do, so no
+    device synchronisation happens; under ``torch.compile`` a tensor is a graph input, an
+    int a constant). sign(0) = 0 and sign(NaN) = NaN. Returns a new contiguous tensor;
+    differentiable in ``magnitude``.
     """
-    if mode not in SIGN_FEEDBACK_MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {SIGN_FEEDBACK_MODES}")
-    _check_dist(dist)
-    _check_size("step", step)
-    return _lib.sign_feedback(
-        weight, mode, float(scale), magnitude, _seed_as_int64(seed), step, dist
+    check_choice("mode", mode, SIGN_FEEDBACK_MODES)
+    check_choice("dist", dist, DISTS)
+    if not isinstance(step, torch.Tensor):
+        check_size("step", step)
+        # only 'seeded_step' reads it: no tensor is made on the other modes' hot path
+        step = torch.tensor(step, dtype=torch.int64) if mode == "seeded_step" else None
+    return _library.ops.sign_feedback(
+        weight, mode, float(scale), magnitude, _int64_seed(seed), step, dist
     )
 
 
@@ -170,8 +180,8 @@ def dfa_backward_epilogue(
     ``activation`` (one of ``ACTIVATIONS``; ``negative_slope`` is leaky_relu's). Inputs may be
     strided (e.g. an expanded ``grad``); float16/bfloat16 compute in float32.
     """
-    _check_activation(activation)
-    return _lib.dfa_backward_epilogue(
+    check_activation(activation)
+    return _library.ops.dfa_backward_epilogue(
         grad, saved, activation, float(negative_slope), bool(saved_is_output)
     )
 
@@ -203,7 +213,8 @@ def _lra_error_fake(pre_activation, displacement, beta, activation="tanh", error
     return torch.empty_like(pre_activation, memory_format=torch.contiguous_format)
 
 
-def _sign_feedback_fake(weight, mode, scale=1.0, magnitude=None, seed=0, step=0, dist="uniform"):
+def _sign_feedback_fake(weight, mode, scale=1.0, magnitude=None, seed=0, step=None,
+                        dist="uniform"):
     torch._check(
         weight.dim() >= 2,
         lambda: f"sign_feedback: weight must have at least 2 dims, got {weight.dim()}-D",

@@ -2,7 +2,9 @@
 
 Each function here is the specification of the fused op of the same name in
 :mod:`fastcredit.ops`: same signature, plain tensor code, no speed tricks. The tests use
-them as the oracle and as the ``reference`` backend. Depends on torch only.
+them as the oracle and as the ``reference`` backend. Users may call it as an independent
+check of the fused ops; nothing in the library imports it (a test guards that). It depends
+on torch and on the names in :mod:`fastcredit._spec` only: no library code.
 """
 
 from __future__ import annotations
@@ -11,13 +13,11 @@ import math
 
 import torch
 
+from ._spec import ACTIVATIONS, DISTS, LRA_ERRORS, SIGN_FEEDBACK_MODES
+
 _MASK32 = 0xFFFFFFFF
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
-DISTS = ("uniform", "normal", "rademacher")
-SIGN_FEEDBACK_MODES = ("scalar", "stored", "seeded", "seeded_step")
-ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "relu6", "softplus", "gelu",
-               "sign")
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,8 +168,8 @@ def lra_error(
     ``2 (f(a) - y) / (1 + (f(a) - y)**2)`` ("cauchy"); times ``f'(a)`` when ``use_fprime``.
     Half-precision inputs are computed in float32.
     """
-    if error not in ("gaussian", "cauchy"):
-        raise ValueError(f"unknown error {error!r}; expected 'gaussian' or 'cauchy'")
+    if error not in LRA_ERRORS:
+        raise ValueError(f"unknown error {error!r}; expected one of {LRA_ERRORS}")
     a = pre_activation.to(torch.float64 if pre_activation.dtype == torch.float64 else torch.float32)
     d = displacement.to(a.dtype)
     diff = activation_value(a, activation, negative_slope) - activation_value(
@@ -218,7 +218,7 @@ def sign_feedback(
     if mode not in ("seeded", "seeded_step"):
         raise ValueError(f"unknown mode {mode!r}; expected one of {SIGN_FEEDBACK_MODES}")
     if mode == "seeded_step":
-        seed = step_seed(seed, step)
+        seed = step_seed(seed, int(step))
     rows = weight.shape[0]
     cols = weight.numel() // rows if rows else 0
     f = feedback_matrix(seed, rows, cols, dist=dist, scale=scale, dtype=torch.float64)
@@ -226,21 +226,21 @@ def sign_feedback(
     return _sign(weight) * magnitude
 
 
-# f'(a) written in terms of y = f(a), for the activations where PyTorch's backward does so.
-_GRAD_FROM_OUTPUT = {
-    "identity": lambda y, slope: torch.ones_like(y),
-    "tanh": lambda y, slope: 1 - y * y,
-    "sigmoid": lambda y, slope: y * (1 - y),
-    # torch's threshold/hardtanh backward test "y <= 0": f' of a NaN output is 1, as there
-    "relu": lambda y, slope: (~(y <= 0)).to(y.dtype),
-    "relu6": lambda y, slope: (~((y <= 0) | (y >= 6))).to(y.dtype),
-    "leaky_relu": lambda y, slope: torch.where(y > 0, 1.0, torch.full_like(y, slope)),
+# grad * f'(a) from y = f(a): PyTorch's own backward ops for the activations that do so (the
+# threshold/hardtanh backward test "y <= 0", so f' of a NaN output is 1, as there).
+_BACKWARD_FROM_OUTPUT = {
+    "identity": lambda g, y, slope: g,
+    "tanh": lambda g, y, slope: torch.ops.aten.tanh_backward(g, y),
+    "sigmoid": lambda g, y, slope: torch.ops.aten.sigmoid_backward(g, y),
+    "relu": lambda g, y, slope: torch.ops.aten.threshold_backward(g, y, 0),
+    "relu6": lambda g, y, slope: torch.ops.aten.hardtanh_backward(g, y, 0.0, 6.0),
+    "leaky_relu": lambda g, y, slope: torch.ops.aten.leaky_relu_backward(g, y, slope, True),
 }
 
 
 def grad_from_output_supported(activation: str, negative_slope: float = 0.01) -> bool:
     """Whether f' of ``activation`` follows from its output alone (leaky_relu: slope >= 0)."""
-    return activation in _GRAD_FROM_OUTPUT and not (
+    return activation in _BACKWARD_FROM_OUTPUT and not (
         activation == "leaky_relu" and negative_slope < 0
     )
 
@@ -254,16 +254,16 @@ def dfa_backward_epilogue(
     saved_is_output: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``delta = grad * f'(a)`` and ``grad_bias = delta.sum(0)``. With ``saved = a``, f' is
-    :func:`activation_grad` (torch autograd; sign's surrogate); with ``saved_is_output``, ``saved = f(a)`` and
-    f' is PyTorch's formula in terms of the output. Half precision is computed in float32."""
+    :func:`activation_grad` (torch autograd; sign's surrogate); with ``saved_is_output``,
+    ``saved = f(a)`` and f' is PyTorch's backward op in terms of the output. Half precision is
+    computed in float32."""
     if grad.dim() != 2 or grad.shape != saved.shape:
         raise ValueError("grad and saved must both be [N, D]")
     acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
     if saved_is_output:
         if not grad_from_output_supported(activation, negative_slope):
             raise ValueError(f"the derivative of {activation!r} needs the pre-activation")
-        f_prime = _GRAD_FROM_OUTPUT[activation](saved.to(acc), negative_slope)
-        delta = grad.to(acc) * f_prime
+        delta = _BACKWARD_FROM_OUTPUT[activation](grad.to(acc), saved.to(acc), negative_slope)
     else:
         delta = grad.to(acc) * activation_grad(saved.to(acc), activation, negative_slope)
     return delta.to(grad.dtype), delta.sum(0).to(grad.dtype)

@@ -13,7 +13,6 @@ on that backend; tests allocate on `backend.device`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 from dataclasses import dataclass
@@ -36,14 +35,11 @@ def _emulated_library():
     return torch.ops.fastcredit_emu
 
 
-@contextlib.contextmanager
 def emulated_kernels():
-    """Route fastcredit.ops (and everything built on it) to the emulated CUDA kernels."""
-    previous, ops._lib = ops._lib, _emulated_library()
-    try:
-        yield
-    finally:
-        ops._lib = previous
+    """Route fastcredit.ops (and everything built on it) to the emulated CUDA kernels, within
+    a ``with`` block on this thread."""
+    _emulated_library()
+    return ops.use_library("fastcredit_emu")
 
 
 @dataclass(frozen=True)

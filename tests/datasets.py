@@ -10,10 +10,10 @@ import torch
 
 @functools.cache
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fastcredit.data's digits flattened: (x_train [1437, 64], y_train, x_test [360, 64],
+    """fastcredit.app.data.s digits flattened: (x_train [1437, 64], y_train, x_test [360, 64],
     y_test); skips the test when scikit-learn is missing."""
     pytest.importorskip("sklearn.datasets")
-    from fastcredit.data import load_digits
+    from fastcredit.app.data import load_digits
 
     data = load_digits()
     return data.x_train.flatten(1), data.y_train, data.x_test.flatten(1), data.y_test

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastcredit
-from fastcredit.feedback import METHODS as FEEDBACK_METHODS
+from fastcredit._spec import FEEDBACK_METHODS
 
 CASES = [(m, {}) for m in FEEDBACK_METHODS] + [("fa", {"feedback": "seeded"}),
                                                ("frsf", {"feedback": "seeded"}),

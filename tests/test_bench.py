@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastcredit import bench
+from fastcredit.app import bench
 
 QUICK = {w.name: w for w in bench.QUICK_WORKLOADS}
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fastcredit import data, train
+from fastcredit.app import data, train
 
 
 def _cli(*args, cwd=None):

@@ -10,7 +10,7 @@ from resnet import WEIGHT_LAYERS, TinyResNet
 from torch import nn
 
 import fastcredit
-from fastcredit.feedback import METHODS as FEEDBACK_METHODS
+from fastcredit._spec import FEEDBACK_METHODS
 
 
 def _resnet():
@@ -292,7 +292,9 @@ def test_unknown_method_and_options_are_named():
         fastcredit.convert(_resnet(), "lra", betta=0.1)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['num_outputs'\] for method 'fa'"):
         fastcredit.convert(_resnet(), "fa", num_outputs=3)
-    with pytest.raises(ValueError, match="seed must be"):
+    with pytest.raises(ValueError, match="seed must satisfy 0 <= seed"):
         fastcredit.convert(_resnet(), "fa", seed=-1)
+    with pytest.raises(TypeError, match="seed must be an int, got float"):
+        fastcredit.convert(_resnet(), "fa", seed=1.0)
     with pytest.raises(TypeError, match="convert expects an nn.Module, got list"):
         fastcredit.convert([nn.Linear(2, 2)], "fa")

@@ -1,4 +1,4 @@
-"""fastcredit.data: idx files, lookup order, verified downloads, the offline fallbacks."""
+"""fastcredit.app.data: idx files, lookup order, verified downloads, the offline fallbacks."""
 
 import functools
 import gzip
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastcredit import data
+from fastcredit.app import data
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -9,7 +9,8 @@ import contextlib
 import pytest
 import torch
 
-from fastcredit import reference, train
+from fastcredit import reference
+from fastcredit.app import train
 
 import backends
 

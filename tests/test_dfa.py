@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import fastcredit
 from fastcredit import reference
 from fastcredit.nn import DFALinear, DFAOutput, DFAPoint, dfa_points
+from torch_activations import torch_activation
 
 C = 5  # classes in the synthetic tests
 
@@ -37,7 +38,7 @@ class Block(nn.Module):
         self.point = DFAPoint()
 
     def forward(self, x):
-        return self.point(reference.activation_value(self.linear(x), self.activation))
+        return self.point(torch_activation(self.linear(x), self.activation))
 
 
 class MLP(nn.Module):
@@ -91,7 +92,7 @@ def _hand_dfa_grads(model: MLP, x, y, signal="error"):
                 else (block.weight, block.bias)
             inputs.append(h)
             pre.append(h @ weight.T + bias)
-            h = reference.activation_value(pre[-1], block.activation)
+            h = torch_activation(pre[-1], block.activation)
         logits = model.head(h)
         e = _output_error(logits, y)
         s = {"error": e, "sign": torch.sign(e) / len(y),

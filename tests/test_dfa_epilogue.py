@@ -6,6 +6,7 @@ import torch
 
 import fastcredit
 from fastcredit import reference
+from torch_activations import torch_activation
 
 ACTIVATIONS = reference.ACTIVATIONS
 # (N, D): 1, odd, not multiples of the CPU tiles (64 x 512) or the CUDA block (128 x 32),
@@ -23,13 +24,12 @@ def _inputs(n, d, dtype=torch.float64, seed=0):
 
 
 def _autograd_delta(grad, pre, activation, negative_slope):
-    """f' from torch's own backward of the torch activation: the definition we must match."""
+    """f' from torch's own backward of torch's activation function (not the oracle's, which
+    the reference backend runs): the definition we must match."""
     if activation == "sign":  # torch's derivative is 0; ours is, by definition, the surrogate
         return grad * (pre.abs() <= 1).to(grad.dtype)
     a = pre.detach().clone().requires_grad_()
-    out = reference.activation_value(a, activation, negative_slope=negative_slope)
-    if activation == "identity":
-        return grad.clone()
+    out = torch_activation(a, activation, negative_slope)
     (delta,) = torch.autograd.grad(out, a, grad)
     return delta
 
@@ -42,8 +42,7 @@ def test_matches_torch_autograd_float64(backend, activation, saved_is_output):
     epilogue = backend.op("dfa_backward_epilogue")
     for n, d in EMULATED_SHAPES if backend.slow else SHAPES:
         grad, pre = _inputs(n, d)
-        saved = reference.activation_value(pre, activation, negative_slope=0.3) \
-            if saved_is_output else pre
+        saved = torch_activation(pre, activation, 0.3) if saved_is_output else pre
         delta, grad_bias = epilogue(grad.to(backend.device), saved.to(backend.device),
                                     activation, negative_slope=0.3,
                                     saved_is_output=saved_is_output)
@@ -60,7 +59,7 @@ def test_derivative_at_kinks_is_torchs(native_backend, activation, saved_is_outp
     # relu: 0 at 0; leaky_relu: the slope at 0; relu6 (hardtanh): 0 at 0 and at 6
     pre = torch.tensor([[-1.0, 0.0, 1e-300, 3.0, 6.0, 7.0]], dtype=torch.float64)
     grad = torch.ones_like(pre)
-    saved = reference.activation_value(pre, activation, negative_slope=0.25) \
+    saved = torch_activation(pre, activation, 0.25) \
         if saved_is_output else pre
     delta, _ = native_backend.op("dfa_backward_epilogue")(
         grad, saved, activation, negative_slope=0.25, saved_is_output=saved_is_output)

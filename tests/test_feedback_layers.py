@@ -125,7 +125,7 @@ def test_usf_with_equal_magnitude_weights_is_backprop_times_scale_over_magnitude
 
 # ---- each rule against a hand-written reference -------------------------------------------------
 def _reference_feedback(layer, step=0):
-    """B written out from the rule's definition (fastcredit.feedback), from reference ops only."""
+    """B written out from the rule's definition (fastcredit.nn.fa.rule), from reference ops only."""
     w = layer.weight.detach()
     rows, cols = w.shape[0], w[0].numel()
     receptive = w[0, 0].numel()
@@ -170,6 +170,9 @@ def test_gradients_equal_hand_written_rule(native_backend, name, method, feedbac
         x = _inputs(name)
         grad_out = _grad_out(layer, x)
         for step in range(2 if method == "brsf" else 1):
+            if step:  # brSF draws anew after an optimizer step changed the weight
+                layer.weight.grad = torch.ones_like(layer.weight)
+                torch.optim.SGD([layer.weight], lr=1e-3).step()
             want = _reference_grads(layer, x, grad_out, _reference_feedback(layer, step))
             b_next = layer.feedback_matrix()
             got = _grads(layer, x, grad_out)
@@ -227,17 +230,22 @@ def test_seed_comes_from_torch_generator_when_not_given():
 
 
 # ---- brSF ---------------------------------------------------------------------------------------
-def test_brsf_draws_a_new_magnitude_every_backward_and_rerun_draws_the_same():
+def test_brsf_draws_a_new_magnitude_after_every_update_and_rerun_draws_the_same():
     def run(seed):
         torch.manual_seed(0)
         layer = fnn.Linear(6, 5, method="brsf", seed=seed, dtype=F64)
+        opt = torch.optim.SGD(layer.parameters(), lr=0.1)
         x = _inputs("linear_2d", seed=4)[:, :5].repeat(1, 2)[:, :6]
-        grad_out = _grad_out(layer, x)
-        draws = []
+        draws, signs = [], []
         for _ in range(3):
             draws.append(layer.feedback_matrix())
-            _grads(layer, x, grad_out)
+            signs.append(torch.sign(layer.weight.detach()))
+            opt.zero_grad()
+            layer(x).square().sum().backward()
+            opt.step()
         assert int(layer.feedback_step) == 3
+        for draw, sign in zip(draws, signs):
+            assert torch.equal(torch.sign(draw), sign)  # signs follow W
         return draws
 
     first, rerun, other = run(7), run(7), run(8)
@@ -247,7 +255,24 @@ def test_brsf_draws_a_new_magnitude_every_backward_and_rerun_draws_the_same():
         for j in range(i + 1, 3):
             assert not torch.equal(first[i], first[j])
         assert not torch.equal(first[i], other[i])
-        assert torch.equal(torch.sign(first[i]), torch.sign(first[0]))  # signs follow W
+
+
+def test_brsf_draws_once_per_update_not_per_backward():
+    """Liao et al. 2016 redraw |M| per mini-batch: every backward between two updates (layer
+    reuse, accumulated micro-batches) uses one draw; a step that leaves W alone draws none."""
+    layer = fnn.Linear(5, 5, method="brsf", seed=3, dtype=F64)
+    x = torch.randn(4, 5, dtype=F64)
+    opt = fastcredit.optim.BatchManhattan(torch.optim.SGD(layer.parameters(), lr=0.1))
+    layer(layer(x)).sum().backward()  # applied twice in one forward
+    layer(x).sum().backward()  # a second micro-batch
+    assert int(layer.feedback_step) == 0
+    opt.step()  # the wrapper and the SGD it wraps: one update, one new draw
+    assert int(layer.feedback_step) == 1
+    opt.zero_grad(set_to_none=True)
+    opt.step()  # no gradient: W unchanged, no draw
+    assert int(layer.feedback_step) == 1
+    layer.redraw_feedback_()  # after a hand-written update
+    assert int(layer.feedback_step) == 2 and layer.feedback_step.device.type == "cpu"
 
 
 @pytest.mark.parametrize("method,feedback", [("brsf", "seeded"), ("frsf", "seeded"),
@@ -274,13 +299,6 @@ def test_no_weight_sized_tensor_outlives_the_backward(monkeypatch, name, method,
         assert built
     assert all(ref() is None for ref in built)
     assert [b for b in layer.buffers() if b.numel() >= layer.weight.numel()] == []
-
-
-def test_brsf_counts_backward_passes_even_without_input_gradient():
-    layer = _make("conv1d", "brsf")
-    x = _inputs("conv1d")  # no requires_grad: the first layer of a network
-    layer(x).sum().backward()
-    assert int(layer.feedback_step) == 1
 
 
 # ---- state_dict ---------------------------------------------------------------------------------

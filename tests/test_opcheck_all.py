@@ -20,9 +20,9 @@ def _cases(dtype):
                            for transpose in (False, True)],
         "lra_error": [(randn(7, 9), randn(7, 9), 0.1, "tanh", "gaussian", False, 0.01),
                       (randn(3, 4, 5), randn(3, 4, 5), 0.2, "leaky_relu", "cauchy", True, 0.1)],
-        "sign_feedback": [(weight, "scalar", 0.5, None, 0, 0, "uniform"),
-                          (weight, "stored", 0.5, randn(5, 3, 2, grad=True), 0, 0, "uniform"),
-                          (weight, "seeded_step", 0.5, None, 8, 2, "rademacher")],
+        "sign_feedback": [(weight, "scalar", 0.5, None, 0, None, "uniform"),
+                          (weight, "stored", 0.5, randn(5, 3, 2, grad=True), 0, None, "uniform"),
+                          (weight, "seeded_step", 0.5, None, 8, torch.tensor(2), "rademacher")],
         "dfa_backward_epilogue": [(randn(6, 10), randn(6, 10), "gelu", 0.01, False),
                                   (randn(6, 10), randn(6, 10).tanh(), "tanh", 0.01, True)],
     }

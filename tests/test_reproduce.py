@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastcredit import data, diagnostics, reproduce
+from fastcredit import diagnostics
+from fastcredit.app import data, reproduce
 from fastcredit.nn import Bottleneck
 
 
@@ -59,7 +60,7 @@ def test_bottleneck_runs_restrict_layer_two_and_probe_tanh_outputs():
     dataset = _fake_images(n=64)
     for run in reproduce.REPRODUCTIONS["dfa-bottleneck"].runs(False)[:2]:
         model = reproduce.build_model(run, dataset)
-        bottleneck = model.body[4]
+        bottleneck = model[3]  # convert() keeps the plain Sequential's indices
         assert isinstance(bottleneck, Bottleneck)
         b = run.info["b"]  # of 800 units: b/800 of each parameter's entries train
         assert bottleneck.trainable_entries() == {"weight": 800 * b, "bias": b}

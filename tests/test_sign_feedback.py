@@ -163,8 +163,8 @@ def test_opcheck(native_backend, dtype):
     w = _weight((5, 3, 2), dtype=dtype)
     magnitude = torch.randn(5, 3, 2, dtype=dtype, requires_grad=True)
     for args in [(w, "scalar", 0.5), (w, "stored", 0.5, magnitude),
-                 (w, "seeded", 0.5, None, -3, 0, "normal"),
-                 (w, "seeded_step", 0.5, None, 8, 2, "rademacher")]:
+                 (w, "seeded", 0.5, None, -3, None, "normal"),
+                 (w, "seeded_step", 0.5, None, 8, torch.tensor(2), "rademacher")]:
         torch.library.opcheck(op, args)
 
 
@@ -200,5 +200,5 @@ def test_rejects_bad_inputs_with_named_problem(native):
 
 def test_op_boundary_rejects_negative_step_without_the_wrapper():
     with pytest.raises(RuntimeError, match="step must be non-negative, got -1"):
-        torch.ops.fastcredit.sign_feedback(torch.zeros(2, 2), "seeded_step", 1.0, None, 0, -1,
-                                           "uniform")
+        torch.ops.fastcredit.sign_feedback(torch.zeros(2, 2), "seeded_step", 1.0, None, 0,
+                                           torch.tensor(-1), "uniform")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import fastcredit
-from fastcredit import cli, diagnostics, optim, reference
+from fastcredit import diagnostics, optim, reference
+from fastcredit.app import cli, data
 from fastcredit import nn as fnn
 
 import backends
@@ -109,7 +110,7 @@ OP_CASES = [
      lambda b: _kernel(b, "lra_error")(X, X, 0.1, "swish", "gaussian", False, 0.01),
      RuntimeError, "unknown activation 'swish'; expected one of 'identity', 'tanh'"),
     ("lra-error", lambda b: _op(b, "lra_error")(X, X, 0.1, "tanh", "huber"), ValueError,
-     "unknown error 'huber'; expected 'gaussian' or 'cauchy'"),
+     r"unknown error 'huber'; expected one of \('gaussian', 'cauchy'\)"),
     ("lra-error-kernel",
      lambda b: _kernel(b, "lra_error")(X, X, 0.1, "tanh", "huber", False, 0.01), RuntimeError,
      "lra_error: unknown error 'huber'; expected 'gaussian' or 'cauchy'"),
@@ -125,7 +126,7 @@ OP_CASES = [
     ("sign-mode", lambda b: _op(b, "sign_feedback")(X, "random"), ValueError,
      r"unknown mode 'random'; expected one of \('scalar', 'stored', 'seeded', 'seeded_step'\)"),
     ("sign-mode-kernel",
-     lambda b: _kernel(b, "sign_feedback")(X, "random", 1.0, None, 0, 0, "uniform"),
+     lambda b: _kernel(b, "sign_feedback")(X, "random", 1.0, None, 0, None, "uniform"),
      RuntimeError, "sign_feedback: unknown mode 'random'; expected one of 'scalar', 'stored'"),
     ("sign-stored-missing", lambda b: _op(b, "sign_feedback")(X, "stored"), RuntimeError,
      "sign_feedback: mode 'stored' needs a magnitude tensor"),
@@ -139,7 +140,7 @@ OP_CASES = [
      lambda b: _op(b, "sign_feedback")(X, "stored", magnitude=META), RuntimeError,
      "weight and magnitude must be on the same device, got cpu and meta"),
     ("sign-magnitude-device-kernel",
-     lambda b: _cpu_kernel(b, "sign_feedback")(X, "stored", 1.0, META, 0, 0, "uniform"),
+     lambda b: _cpu_kernel(b, "sign_feedback")(X, "stored", 1.0, META, 0, None, "uniform"),
      RuntimeError, "magnitude must be on weight's device cpu, got meta"),
     ("sign-magnitude-unused",
      lambda b: _op(b, "sign_feedback")(X, "seeded", magnitude=X), RuntimeError,
@@ -149,8 +150,16 @@ OP_CASES = [
     ("sign-step-too-big", lambda b: _op(b, "sign_feedback")(X, "seeded_step", step=2**63),
      ValueError, r"step must be < 2\*\*63, got 9223372036854775808"),
     ("sign-step-kernel",
-     lambda b: _kernel(b, "sign_feedback")(X, "seeded_step", 1.0, None, 0, -1, "uniform"),
+     lambda b: _kernel(b, "sign_feedback")(X, "seeded_step", 1.0, None, 0, torch.tensor(-1),
+                                                     "uniform"),
      RuntimeError, "sign_feedback: step must be non-negative, got -1"),
+    ("sign-step-float-kernel",
+     lambda b: _kernel(b, "sign_feedback")(X, "seeded_step", 1.0, None, 0, torch.tensor(1.0),
+                                                     "uniform"),
+     RuntimeError, "sign_feedback: step must be a 0-d int64 tensor, got Float"),
+    ("sign-step-missing-kernel",
+     lambda b: _kernel(b, "sign_feedback")(X, "seeded_step", 1.0, None, 0, None, "uniform"),
+     RuntimeError, "sign_feedback: mode 'seeded_step' needs a step tensor"),
     ("sign-seed", lambda b: _op(b, "sign_feedback")(X, "seeded", seed=2**64), ValueError,
      r"seed must satisfy 0 <= seed < 2\*\*64"),
     ("sign-dist", lambda b: _op(b, "sign_feedback")(X, "seeded", dist="cauchy"), ValueError,
@@ -317,7 +326,7 @@ API_CASES = [
      lambda: diagnostics.alignment(_mlp(), torch.zeros(6, 4), torch.zeros(5, dtype=torch.long)),
      ValueError, r"Expected input batch_size \(6\) to match target batch_size \(5\)"),
     # data
-    ("data-unknown", lambda: fastcredit.data.load("cifar10"), ValueError,
+    ("data-unknown", lambda: data.load("cifar10"), ValueError,
      r"unknown idx dataset 'cifar10'; expected one of \('fashion-mnist', 'mnist'\)"),
 ]
 

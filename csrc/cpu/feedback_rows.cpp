@@ -58,7 +58,7 @@ FC_CPU_MULTIVERSION void feedback_row_values(uint64_t seed, Dist dist, double sc
   const int64_t first_group = col0 / 4;
   const int64_t groups = (col0 + count - 1) / 4 - first_group + 1;
   const int64_t skip = col0 - first_group * 4;  // entries of the first block before col0
-  constexpr int64_t kGroupsMax = kRowChunk / 4 + 2;
+  constexpr int64_t kGroupsMax = kSegmentColumns / 4 + 2;
   // words[lane][g]: lane `lane` of block g. philox4x32_10 with the blocks side by side: each
   // round is one loop over the blocks, which vectorises (64-bit products of 32-bit lanes).
   uint32_t words[4][kGroupsMax];

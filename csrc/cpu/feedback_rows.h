@@ -10,9 +10,9 @@
 namespace fastcredit::cpu {
 
 // Columns generated per call of feedback_row_values: 64 Philox blocks, 2 KiB of doubles.
-constexpr int64_t kRowChunk = 256;
+constexpr int64_t kSegmentColumns = 256;
 
-// values[j] = scale * F(seed)[row, col0 + j] for 0 <= j < count <= kRowChunk.
+// values[j] = scale * F(seed)[row, col0 + j] for 0 <= j < count <= kSegmentColumns.
 void feedback_row_values(uint64_t seed, Dist dist, double scale, uint64_t row, int64_t col0,
                          int64_t count, double* values);
 

@@ -20,7 +20,7 @@ namespace {
 // one GEMM per 6553 columns instead of one per 256.
 constexpr int64_t kTileK = 256;
 constexpr int64_t kTileEntries = 256 * 256;
-// Row segments (kRowChunk entries each) per parallel task: a segment is ~1 us of work.
+// Row segments (kSegmentColumns entries of a row of F each) per parallel task: a segment is ~1 us of work.
 constexpr int64_t kSegmentGrain = 8;
 
 // dst[i * stride_i + j * stride_j] = tile entry (i, j), generated one row of F at a time.
@@ -33,13 +33,13 @@ void fill_tile(const FeedbackTile& tile, T* dst, int64_t stride_i, int64_t strid
   // Strides that step along a row of F and from one row of F to the next, in dst.
   const int64_t along = tile.transposed ? stride_i : stride_j;
   const int64_t across = tile.transposed ? stride_j : stride_i;
-  const int64_t chunks = (f_cols + kRowChunk - 1) / kRowChunk;
+  const int64_t chunks = (f_cols + kSegmentColumns - 1) / kSegmentColumns;
   at::parallel_for(0, f_rows * chunks, kSegmentGrain, [&](int64_t begin, int64_t end) {
-    double values[kRowChunk];
+    double values[kSegmentColumns];
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t r = idx / chunks;
-      const int64_t c0 = (idx % chunks) * kRowChunk;
-      const int64_t count = std::min(kRowChunk, f_cols - c0);
+      const int64_t c0 = (idx % chunks) * kSegmentColumns;
+      const int64_t count = std::min(kSegmentColumns, f_cols - c0);
       feedback_row_values(tile.seed, tile.dist, tile.scale, static_cast<uint64_t>(f_row0 + r),
                           f_col0 + c0, count, values);
       T* out = dst + r * across + c0 * along;

@@ -35,11 +35,11 @@ void unseeded_span(const T* __restrict__ w, const T* __restrict__ magnitude, T* 
 template <typename T>
 void signed_seeded(const T* w, T* out, int64_t begin, int64_t end, int64_t cols, uint64_t seed,
                    Dist dist, double scale) {
-  double values[kRowChunk];
+  double values[kSegmentColumns];
   for (int64_t idx = begin; idx < end;) {
     const int64_t row = idx / cols;
     const int64_t col = idx - row * cols;
-    const int64_t count = std::min({kRowChunk, cols - col, end - idx});
+    const int64_t count = std::min({kSegmentColumns, cols - col, end - idx});
     feedback_row_values(seed, dist, scale, static_cast<uint64_t>(row), col, count, values);
     for (int64_t j = 0; j < count; ++j) {
       out[idx + j] = signed_magnitude(w[idx + j], static_cast<T>(std::fabs(values[j])));

@@ -1,10 +1,12 @@
-"""fastcredit's layers: drop-in torch layers whose backward follows a learning rule."""
+"""fastcredit's layers: drop-in torch layers whose backward follows a learning rule.
 
-from .bottleneck import Bottleneck
-from .dfa import DFAOutput, DFAPoint, dfa_points
-from .dfa_linear import DFALinear
-from .feedback_layers import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
-from .lra import LRA, LRALinear, LRAOutput
+``fa``: FA, uSF, frSF, brSF and KP Linear/Conv layers. ``dfa``: DFA points, output and fused
+blocks. ``lra``: LRA-E blocks. ``mode.backprop()``: run any of them as plain autograd.
+"""
+
+from .dfa import Bottleneck, DFALinear, DFAOutput, DFAPoint, dfa_points
+from .fa import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
+from .lra import LRA, LRABlock, LRALinear, LRAOutput
 from .mode import backprop, backprop_active
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "DFAPoint",
     "FeedbackLayer",
     "LRA",
+    "LRABlock",
     "LRALinear",
     "LRAOutput",
     "Linear",

@@ -35,7 +35,7 @@ at::Tensor lra_error_emu(const at::Tensor& a, const at::Tensor& d, double beta,
 
 at::Tensor sign_feedback_emu(const at::Tensor& weight, const std::string& mode, double scale,
                              const std::optional<at::Tensor>& magnitude, int64_t seed,
-                             int64_t step, const std::string& dist) {
+                             const std::optional<at::Tensor>& step, const std::string& dist) {
   return device::sign_feedback(weight, mode, scale, magnitude, seed, step, dist, nullptr);
 }
 

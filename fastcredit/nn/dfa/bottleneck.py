@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .. import ops
+from ..._spec import check_seed
 
 
 class _MaskGradient(torch.autograd.Function):
@@ -28,9 +28,10 @@ class Bottleneck(nn.Module):
     trainable parameters receive gradient; the others keep their initial values under any
     optimizer without weight decay.
 
-    This is how Launay et al. 2019 (§4.4 of ALGORITHMS.md) emulate a narrow layer of "b
-    neurons" inside an 800-wide one: ``fraction = b / 800``, the layer's width and forward
-    values unchanged, its degrees of freedom cut. Each parameter keeps
+    This is how Launay et al. 2019 ("Principled training of neural networks with direct
+    feedback alignment") emulate a narrow layer of "b neurons" inside an 800-wide one:
+    ``fraction = b / 800``, the layer's width and forward values unchanged, its degrees of
+    freedom cut. Each parameter keeps
     ``round(fraction * numel)`` entries (at least one), chosen by ``seed``; the masks are
     buffers (``mask_<parameter name>``), so ``state_dict()`` round-trips. Unlike the
     reference code, which also masked the gradient flowing to the layer's input, only the
@@ -46,7 +47,7 @@ class Bottleneck(nn.Module):
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.module = module
         self.fraction = float(fraction)
-        ops._seed_as_int64(seed)  # raises unless 0 <= seed < 2**64, like every fastcredit seed
+        check_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         self._masked: dict[str, str] = {}
         for name, parameter in module.named_parameters():

@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import diagnostics
+from .._spec import FEEDBACK_METHODS as _FEEDBACK_METHODS
+from .._spec import METHODS
+from ..convert import convert
 from . import data as datasets
-from . import diagnostics
 
-METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "dfa", "lra")
-FEEDBACK_METHODS = ("fa", "usf", "frsf", "brsf", "kp")
+FEEDBACK_METHODS = tuple(m for m in _FEEDBACK_METHODS if m != "bp")  # bp: plain torch layers
 MODELS = ("mlp", "lenet", "convnet")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
@@ -67,14 +69,14 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int)
         if config.model != "mlp":
             raise TrainingError("method 'lra' supports --model mlp only (LRA conv blocks are "
                                 "not implemented)")
-        from .nn import LRA
+        from ..nn import LRA
 
         return LRA([features, config.hidden, config.hidden, classes],
                    **{"activation": "tanh", **config.method_options})
     if config.method in FEEDBACK_METHODS:
         from functools import partial
 
-        from . import nn as fcnn
+        from .. import nn as fcnn
 
         Linear = partial(fcnn.Linear, method=config.method, **config.method_options)
         Conv2d = partial(fcnn.Conv2d, method=config.method, **config.method_options)
@@ -102,34 +104,8 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int)
             Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
             Linear(256, classes))
     if config.method == "dfa":
-        return with_dfa(model, classes, config.method_options)
+        return convert(model, "dfa", **config.method_options)
     return model
-
-
-class _DFANetwork(nn.Module):
-    """A network whose hidden activations are DFA points, with the DFA output on its logits."""
-
-    def __init__(self, body: nn.Sequential, classes: int, options: dict):
-        super().__init__()
-        from .nn import DFAOutput, dfa_points
-
-        self.body = body
-        self.dfa = DFAOutput(dfa_points(body), classes, **options)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dfa(self.body(x))
-
-
-def with_dfa(model: nn.Sequential, classes: int, options: dict) -> nn.Module:
-    """Insert a DFA point after every hidden activation of ``model``."""
-    from .nn import DFAPoint
-
-    layers = []
-    for layer in model:
-        layers.append(layer)
-        if isinstance(layer, (nn.Tanh, nn.ReLU)):
-            layers.append(DFAPoint())
-    return _DFANetwork(nn.Sequential(*layers), classes, options)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module):
@@ -144,7 +120,7 @@ def _optimizer(config: TrainConfig, model: nn.Module):
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=decay)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), 0.1)
     if any(getattr(m, "method", None) == "kp" for m in model.modules()):
-        from .optim import KolenPollack  # B receives W's update and its own weight decay
+        from ..optim import KolenPollack  # B receives W's update and its own weight decay
 
         optimizer = KolenPollack(optimizer, model)
     return optimizer, schedule
@@ -216,33 +192,44 @@ def train(config: TrainConfig, log=print, *, dataset: datasets.Dataset | None = 
         order = torch.randperm(len(x_train), generator=generator)
         batches = range(0, len(x_train), config.batch_size)
         progress = _Progress(len(batches), f"epoch {epoch}", config.progress)
-        loss_sum = correct = seen = 0
+        # Sums stay on the device; the host reads them only to report (no sync per step).
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        seen = read_at = 0
+        read_every = max(1, len(batches) // 50)
         start = time.perf_counter()
         for done, offset in enumerate(batches, 1):
             index = order[offset:offset + config.batch_size]
             x, y = x_train[index], y_train[index]
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step "
-                                    f"{done}: lower --lr or change the method's options")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             steps += 1
-            progress.update(done, loss_sum / seen)
-            if config.max_steps is not None and steps >= config.max_steps:
+            last = done == len(batches) or (
+                config.max_steps is not None and steps >= config.max_steps)
+            if last or done % read_every == 0:
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(mean_loss):
+                    where = f"{done}" if done == read_at + 1 else f"{read_at + 1}-{done}"
+                    raise TrainingError(
+                        f"non-finite loss ({mean_loss}) at epoch {epoch}, step {where}: lower "
+                        "--lr or change the method's options")
+                read_at = done
+                progress.update(done, mean_loss)
+            if last:
                 break
         elapsed = time.perf_counter() - start
         schedule.step()
         record = {
             "epoch": epoch,
             "steps": steps,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
+            "train_loss": loss_sum.item() / seen,
+            "train_accuracy": correct.item() / seen,
             "test_accuracy": _accuracy(model, dataset.x_test, dataset.y_test),
             "samples_per_s": seen / elapsed,
             "alignment": _alignment_summary(model, *probe),

@@ -74,7 +74,7 @@ def supports(workload: Workload, method: str) -> bool:
 
 
 def _mlp(method: str, widths: Sequence[int]) -> nn.Module:
-    from . import nn as fcnn
+    from .. import nn as fcnn
 
     pairs = list(itertools.pairwise(widths))
     if method == "lra":
@@ -233,7 +233,7 @@ def machine() -> dict:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    from . import __version__
+    from .. import __version__
 
     return {
         "cpu": cpu,

@@ -32,187 +32,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import ops, reference
-from .mode import backprop_active
+from ... import ops
+from ..._spec import DISTS, check_choice, check_seed, derive_seed, seed_as_int64, seed_from_int64
+from .._host import host_value
+from ..mode import backprop_active
+from .layout import Layout, rows_compatible
+from .point import DFAPoint, as_point
 
 FEEDBACK_MODES = ("seeded", "stored", "shared")
 NORMALIZATIONS = ("launay2019", "tinydfa", "nokland2016", "none")
 SIGNALS = ("error", "sign", "target")
-SPATIAL_MODES = ("dense", "shared")
 # The distribution each normalisation was published with.
 _DEFAULT_DIST = {"launay2019": "normal", "tinydfa": "uniform", "nokland2016": "uniform",
                  "none": "uniform"}
-_MASK64 = (1 << 64) - 1
-_NOT_ATTACHED = ("this DFAPoint is not attached to a DFAOutput: pass it in "
-                 "DFAOutput(points=[...], num_outputs=...)")
 
 
-def _derive_seed(base: int, stream: int) -> int:
-    """An independent-looking 64-bit seed per (base, stream): SplitMix64's finaliser."""
-    z = (base + (stream + 1) * 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _resolve_dims(dims: Sequence[int], rank: int, what: str) -> tuple[int, ...]:
-    resolved = []
-    for dim in dims:
-        if not -rank <= dim < rank:
-            raise ValueError(f"{what}: batch dim {dim} is out of range for a {rank}-D tensor")
-        resolved.append(dim % rank)
-    if len(set(resolved)) != len(resolved):
-        raise ValueError(f"{what}: batch_dims {tuple(dims)} name a dimension twice")
-    return tuple(resolved)
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How a tensor maps to a [rows, features] matrix: batch-like dims become rows, the rest
-    features. With ``positions > 1`` (spatially shared feedback) only the first feature dim
-    is fed back and the signal is broadcast over the other ``positions`` entries."""
-
-    shape: tuple[int, ...]
-    batch_dims: tuple[int, ...]  # in the order that numbers the rows (row-major)
-    rows: int
-    features: int
-    positions: int = 1
-
-    @classmethod
-    def of(cls, shape: torch.Size, batch_dims: Sequence[int], spatial: str, what: str) -> _Layout:
-        shape = tuple(shape)
-        dims = _resolve_dims(batch_dims, len(shape), what)
-        feature_sizes = [s for i, s in enumerate(shape) if i not in dims]
-        rows = math.prod(shape[i] for i in dims)
-        if spatial == "dense":
-            return cls(shape, dims, rows, math.prod(feature_sizes))
-        if len(feature_sizes) < 2:
-            raise ValueError(
-                f"{what}: spatial='shared' needs a channel dim and position dims after the "
-                f"batch dims, got shape {list(shape)} with batch_dims {dims}"
-            )
-        return cls(shape, dims, rows, feature_sizes[0], math.prod(feature_sizes[1:]))
-
-    @property
-    def _order(self) -> tuple[int, ...]:
-        rest = tuple(i for i in range(len(self.shape)) if i not in self.batch_dims)
-        return self.batch_dims + rest
-
-    def to_rows(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` (of this layout's shape) as [rows, features]; dense layouts only."""
-        return t.permute(self._order).reshape(self.rows, self.features)
-
-    def expand(self, p: torch.Tensor) -> torch.Tensor:
-        """Feedback ``p [rows_out, features]`` spread over this layout's shape.
-
-        When this tensor has ``k = rows / rows_out`` rows per output row (extra batch-like
-        dims, e.g. tokens under a pooled output), each projection row is repeated over its
-        k rows; spatially shared feedback is broadcast over the positions. Both divide by
-        the square root of the copy count, so the expected squared norm of the signal stays
-        that of one projection row (TinyDFA's rule for repeats)."""
-        rows_out = p.shape[0]
-        k = self.rows // rows_out if rows_out else 0
-        if k * self.positions > 1:
-            p = p * (1.0 / math.sqrt(k * self.positions))
-        order = self._order
-        permuted = [self.shape[i] for i in order]
-        p = p.unsqueeze(1).expand(rows_out, k, self.features)
-        if self.positions == 1:
-            g = p.reshape(permuted)
-        else:
-            nb = len(self.batch_dims)
-            g = p.reshape(permuted[: nb + 1] + [1] * (len(permuted) - nb - 1)).expand(permuted)
-        inverse = [order.index(i) for i in range(len(order))]
-        return g.permute(inverse) if inverse != list(range(len(order))) else g
-
-
-class DFAPoint(nn.Module):
-    """Marks the output of a hidden block as a DFA feedback point.
-
-    Forward returns its input ``h`` *detached* (same values, no graph), so the next block
-    computes no gradient for its input; ``h`` itself is recorded for the current forward of
-    the :class:`DFAOutput` this point was given to, which delivers ``e @ B_l`` to it in the
-    backward pass. Place it after the block's activation (and dropout / pooling / BN), just
-    before the next weight layer, as Nøkland and Launay do.
-
-    Args:
-        batch_dims: dims of ``h`` that index rows (samples, tokens), listed in the order that
-            numbers the rows (row-major); the other dims are the point's ``d_l`` features.
-            Default: the output's ``batch_dims``. ``h`` may have k times as many rows as the
-            output (e.g. tokens ``[N, T, D]`` with ``batch_dims=(0, 1)`` under a pooled
-            ``[N, C]`` output): each output row's feedback is then repeated over its k rows
-            and divided by sqrt(k). The output's rows must come first in that numbering (for
-            a sequence-first ``[T, N, D]`` list ``(1, 0)``).
-        spatial: ``"dense"`` (default): one feedback weight per feature entry, i.e. B_l is
-            ``[C, C_l*H*W]`` for a ``[N, C_l, H, W]`` conv map, as the reference
-            implementations do. ``"shared"``: B_l is ``[C, C_l]`` (the first non-batch dim);
-            its projection is broadcast over the remaining (position) dims and divided by
-            sqrt(number of positions), which keeps the expected squared norm of the signal
-            equal to the dense option's when the entries of B_l have the same scale.
-    """
-
-    def __init__(self, *, batch_dims: Sequence[int] | None = None, spatial: str = "dense") -> None:
-        super().__init__()
-        if spatial not in SPATIAL_MODES:
-            raise ValueError(f"unknown spatial {spatial!r}; expected one of {SPATIAL_MODES}")
-        self.batch_dims = None if batch_dims is None else tuple(int(d) for d in batch_dims)
-        self.spatial = spatial
-        # The owning DFAOutput is kept out of the module tree (no duplicate registration).
-        self.__dict__["_owner"] = None
-        self._index: int | None = None
-
-    @property
-    def output(self) -> DFAOutput:
-        """The :class:`DFAOutput` that feeds this point."""
-        if self._owner is None:
-            raise RuntimeError(_NOT_ATTACHED)
-        return self._owner
-
-    @property
-    def index(self) -> int:
-        """Position of this point in its output's ``points``."""
-        if self._index is None:
-            raise RuntimeError(_NOT_ATTACHED)
-        return self._index
-
-    @property
-    def features(self) -> int | None:
-        """``d_l``, the number of columns of B_l; None until the feedback geometry is known
-        (the first forward that records every point, or ``set_feedback_matrix``)."""
-        return self.output.features_of(self.index)
-
-    def feedback_matrix(self, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The effective feedback matrix ``B_l [C, d_l]`` (normalisation included),
-        materialised: the point receives ``signal @ B_l``."""
-        return self.output.feedback_matrix(self.index, dtype=dtype)
-
-    def set_feedback_matrix(self, matrix: torch.Tensor) -> None:
-        """Use ``matrix [C, d_l]`` as this point's B_l from now on (``feedback="stored"``)."""
-        self.output.set_feedback_matrix(self.index, matrix)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if backprop_active():  # the true gradient flows through (diagnostics)
-            return h
-        owner = self.output
-        if torch.is_grad_enabled():
-            owner._tape[self._index] = h
-        return h.detach()
-
-    def extra_repr(self) -> str:
-        parts = [] if self._index is None else [f"index={self._index}"]
-        if self.batch_dims is not None:
-            parts.append(f"batch_dims={self.batch_dims}")
-        if self.spatial != "dense":
-            parts.append(f"spatial={self.spatial!r}")
-        return ", ".join(parts)
-
-
-def dfa_points(module: nn.Module) -> list[DFAPoint]:
-    """Every :class:`DFAPoint` inside ``module``, in registration order."""
-    return [m for m in module.modules() if isinstance(m, DFAPoint)]
-
-
-class _Feedback(torch.autograd.Function):
+class _Deliver(torch.autograd.Function):
     """Identity on the network output; in backward, the output keeps its gradient e and every
     recorded point tensor receives its projection of the signal."""
 
@@ -232,9 +67,9 @@ class _Plan:
     """What one forward's backward needs: no tensors but the labels."""
 
     owner: DFAOutput
-    output_layout: _Layout
+    output_layout: Layout
     indices: list[int]
-    layouts: list[_Layout]
+    layouts: list[Layout]
     targets: torch.Tensor | None
 
 
@@ -303,19 +138,16 @@ class DFAOutput(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        for name, value, allowed in (("feedback", feedback, FEEDBACK_MODES),
-                                     ("normalization", normalization, NORMALIZATIONS),
-                                     ("signal", signal, SIGNALS)):
-            if value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+        check_choice("feedback", feedback, FEEDBACK_MODES)
+        check_choice("normalization", normalization, NORMALIZATIONS)
+        check_choice("signal", signal, SIGNALS)
         dist = _DEFAULT_DIST[normalization] if dist is None else dist
-        if dist not in reference.DISTS:
-            raise ValueError(f"unknown dist {dist!r}; expected one of {reference.DISTS}")
+        check_choice("dist", dist, DISTS)
         if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
             raise ValueError(f"num_outputs must be a positive int, got {num_outputs!r}")
         if not math.isfinite(scale):
             raise ValueError(f"scale must be finite, got {scale}")
-        resolved = [_as_point(p) for p in points]
+        resolved = [as_point(p) for p in points]
         if not resolved:
             raise ValueError("DFAOutput needs at least one DFAPoint")
         if len({id(p) for p in resolved}) != len(resolved):
@@ -324,8 +156,7 @@ class DFAOutput(nn.Module):
         if owned:
             raise ValueError(f"points {owned} already belong to another DFAOutput")
         for i, point in enumerate(resolved):
-            point.__dict__["_owner"] = self
-            point._index = i
+            point._attach(self, i)
         self.__dict__["points"] = resolved  # not submodules: they live in the model's tree
         self.num_outputs = num_outputs
         self.feedback = feedback
@@ -336,27 +167,24 @@ class DFAOutput(nn.Module):
         self.batch_dims = tuple(int(d) for d in batch_dims)
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-        seed = ops._seed_as_int64(seed)
+        seed = seed_as_int64(check_seed(seed))
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.int64))
         self.register_buffer("point_features", torch.full((len(resolved),), -1, dtype=torch.int64))
         if feedback == "stored":
             for i in range(len(resolved)):
                 self.register_buffer(f"feedback_{i}", None)
         self._tape: dict[int, torch.Tensor] = {}
-        self._host_cache: dict[str, tuple] = {}
+        self._host_cache: dict = {}
+        host_value(self, "seed")
+        host_value(self, "point_features")
+
+    def _record(self, index: int, h: torch.Tensor) -> None:
+        """Point ``index`` saw ``h`` (still attached) in the current forward."""
+        self._tape[index] = h
 
     # ---- feedback matrices ---------------------------------------------------------------
     def _host(self, name: str):
-        """A small buffer's value as Python numbers, re-read only when the tensor changed (an
-        in-place write bumps its version; load_state_dict and .to() do), so the backward of a
-        CUDA model does not synchronise on every use."""
-        t = getattr(self, name)
-        key = (id(t), t._version)
-        cached = self._host_cache.get(name)
-        if cached is None or cached[0] != key:
-            cached = (key, t.tolist())
-            self._host_cache[name] = cached
-        return cached[1]
+        return host_value(self, name)
 
     def _features(self, index: int) -> int:
         value = self._host("point_features")[index]
@@ -374,8 +202,8 @@ class DFAOutput(nn.Module):
 
     def point_seed(self, index: int) -> int:
         """The 64-bit seed of point ``index``'s matrix (the shared one's with "shared")."""
-        base = self._host("seed") & _MASK64
-        return _derive_seed(base, -1 if self.feedback == "shared" else index)
+        base = seed_from_int64(self._host("seed"))
+        return derive_seed(base, -1 if self.feedback == "shared" else index)
 
     def point_factor(self, index: int) -> float:
         """``factor_l``: B_l = factor_l * R_l (see the class docstring)."""
@@ -398,12 +226,27 @@ class DFAOutput(nn.Module):
             scale=self.point_factor(index), dtype=dtype, device=self.seed.device,
         )
 
+    def set_feedback_(self, index: int, matrix: torch.Tensor) -> DFAOutput:
+        """Replace point ``index``'s B_l by ``matrix [C, d_l]``. ValueError unless
+        ``feedback="stored"`` and the shape fits (the contract of every fastcredit layer
+        family: docs/architecture.md). Returns the output module."""
+        if self.feedback != "stored":
+            raise ValueError(
+                f"set_feedback_ needs feedback='stored'; this output uses {self.feedback!r}"
+            )
+        self._set_stored(index, matrix)
+        return self
+
     def set_feedback_matrix(self, index: int, matrix: torch.Tensor) -> None:
-        """Replace point ``index``'s B_l by ``matrix [C, d_l]`` (``feedback="stored"`` only)."""
+        """Deprecated: :meth:`set_feedback_`, which returns the module and raises ValueError
+        for a configuration without stored matrices (this raises RuntimeError, as it did)."""
         if self.feedback != "stored":
             raise RuntimeError(
                 f"set_feedback_matrix needs feedback='stored'; this output uses {self.feedback!r}"
             )
+        self._set_stored(index, matrix)
+
+    def _set_stored(self, index: int, matrix: torch.Tensor) -> None:
         if matrix.dim() != 2 or matrix.shape[0] != self.num_outputs:
             raise ValueError(
                 f"feedback matrix must be [C={self.num_outputs}, d_l], got {list(matrix.shape)}"
@@ -424,7 +267,7 @@ class DFAOutput(nn.Module):
         if backprop_active():
             return output
         tape, self._tape = self._tape, {}
-        output_layout = _Layout.of(output.shape, self.batch_dims, "dense", "DFAOutput")
+        output_layout = Layout.of(output.shape, self.batch_dims, "dense", "DFAOutput")
         if output_layout.features != self.num_outputs:
             raise ValueError(
                 f"DFAOutput(num_outputs={self.num_outputs}) got an output of shape "
@@ -448,8 +291,8 @@ class DFAOutput(nn.Module):
         for i in indices:
             point = self.points[i]
             dims = self.batch_dims if point.batch_dims is None else point.batch_dims
-            layout = _Layout.of(tape[i].shape, dims, point.spatial, f"DFAPoint {i}")
-            if not _rows_compatible(layout.rows, output_layout.rows):
+            layout = Layout.of(tape[i].shape, dims, point.spatial, f"DFAPoint {i}")
+            if not rows_compatible(layout.rows, output_layout.rows):
                 raise ValueError(
                     f"DFAPoint {i} has {layout.rows} rows (shape {list(layout.shape)}, batch "
                     f"dims {layout.batch_dims}) but the output has {output_layout.rows}: a "
@@ -463,7 +306,7 @@ class DFAOutput(nn.Module):
             return output
         plan = _Plan(self, output_layout, [indices[k] for k in fed], [layouts[k] for k in fed],
                      targets)
-        return _Feedback.apply(output, plan, *(tape[indices[k]] for k in fed))
+        return _Deliver.apply(output, plan, *(tape[indices[k]] for k in fed))
 
     def _check_targets(self, targets, output, layout) -> None:
         batch_shape = [output.shape[i] for i in layout.batch_dims]
@@ -472,9 +315,15 @@ class DFAOutput(nn.Module):
                 f"targets must be int64 class indices of shape {batch_shape} (the output's "
                 f"batch dims), got {targets.dtype} of shape {list(targets.shape)}"
             )
-        if targets.numel() and not (0 <= targets.min() and targets.max() < self.num_outputs):
-            raise ValueError(f"targets must lie in [0, {self.num_outputs}), got values in "
-                             f"[{int(targets.min())}, {int(targets.max())}]")
+        if not targets.numel():
+            return
+        if targets.device.type == "cpu":  # a host check costs no device synchronisation
+            if not (0 <= targets.min() and targets.max() < self.num_outputs):
+                raise ValueError(f"targets must lie in [0, {self.num_outputs}), got values in "
+                                 f"[{int(targets.min())}, {int(targets.max())}]")
+        else:  # checked on the device, raised at the next synchronisation
+            torch._assert_async(((targets >= 0) & (targets < self.num_outputs)).all(),
+                                f"targets must lie in [0, {self.num_outputs})")
 
     def _fix_geometry(self, features: dict[int, int], output: torch.Tensor) -> None:
         known = self._host("point_features")
@@ -561,7 +410,6 @@ class DFAOutput(nn.Module):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_tape"] = {}  # graph tensors of an unfinished forward are not state
-        state["_host_cache"] = {}
         return state
 
     def extra_repr(self) -> str:
@@ -569,20 +417,3 @@ class DFAOutput(nn.Module):
                 f"feedback={self.feedback!r}, normalization={self.normalization!r}, "
                 f"dist={self.dist!r}, scale={self.scale}, signal={self.signal!r}, "
                 f"batch_dims={self.batch_dims}")
-
-
-def _rows_compatible(point_rows: int, output_rows: int) -> bool:
-    """A point takes the output's rows or a whole multiple of them (repeats)."""
-    if output_rows == 0:
-        return point_rows == 0
-    return point_rows >= output_rows and point_rows % output_rows == 0
-
-
-def _as_point(module: nn.Module) -> DFAPoint:
-    if isinstance(module, DFAPoint):
-        return module
-    point = getattr(module, "point", None)
-    if isinstance(point, DFAPoint):
-        return point
-    raise TypeError(f"expected a DFAPoint or a module with a DFAPoint `point`, got "
-                    f"{type(module).__name__}")

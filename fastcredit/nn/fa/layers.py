@@ -3,86 +3,117 @@
 Forward is the ordinary layer. Backward sends ``δ B`` (the transposed convolution with B for
 conv layers) to the input, and the true local gradients ``δᵀ x`` and ``Σ δ`` to the weight and
 bias, so ``loss.backward()`` and any optimizer work unchanged. Methods and their B are listed
-in :mod:`fastcredit.feedback`. All feedback state is in buffers, so ``state_dict()`` carries it:
+in :mod:`fastcredit.nn.fa.rule`. All feedback state is in ``state_dict()``:
 
-``feedback_seed``       int64, the seed B or |M| is drawn from (all but usf, bp)
-``feedback_weight``     B, for fa (stored) and kp
-``feedback_magnitude``  |M|, for frsf (stored)
-``feedback_step``       int64, brsf: backward passes so far; the next one draws
-                        |M| = |scale * F(step_seed(seed, step))|
-``weight_norm_init``    ‖W‖_F when the weight was initialised
+``feedback_seed``       int64 buffer, the seed B or |M| is drawn from (all but usf, bp)
+``feedback_weight``     buffer, B, for fa (stored) and kp
+``feedback_magnitude``  buffer, |M|, for frsf (stored)
+``feedback_step``       int64, brsf: the draw number, |M| = |scale * F(step_seed(seed, step))|.
+                        It advances once after every ``torch.optim`` step that changed the
+                        layer's weight (Liao et al. 2016 redraw per update), so micro-batches
+                        accumulated into one update, and a layer applied twice in one forward,
+                        share one draw. Kept on the CPU whatever the layer's device (it is
+                        read by the op without a device synchronisation) and not a buffer
+                        (``.to()`` and DDP's buffer broadcast leave it alone), but saved and
+                        loaded under this key like one.
+``weight_norm_init``    buffer, ‖W‖_F when the weight was initialised
                         (:func:`fastcredit.optim.constrain_weight_norm`)
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from .. import ops
-from ..feedback import METHODS, FeedbackRule, default_scale, resolve_storage
-from ..reference import DISTS
-from .amp import apply_autocast
-from .mode import backprop_active
+from ... import ops
+from ..._spec import (
+    DISTS,
+    FEEDBACK_METHODS,
+    check_choice,
+    check_seed,
+    seed_as_int64,
+    seed_from_int64,
+)
+from .._host import host_value
+from ..amp import apply_autocast
+from ..mode import backprop_active
+from .rule import FeedbackRule, default_scale, resolve_storage
 
-_UINT64 = 1 << 64
+# brSF layers, for the optimizer hook that moves each to its next draw after an update.
+_REDRAWN: weakref.WeakSet = weakref.WeakSet()
+
+
+def _redraw_updated_layers(optimizer, args, kwargs) -> None:
+    """Global post-step hook of every torch.optim optimizer: brSF layers whose weight this
+    step changed move to their next draw. The weight's version counter tells whether it
+    changed, so an optimizer step that skipped the weight (no gradient, GradScaler's inf
+    check) draws nothing new, and a wrapper stepping an inner optimizer counts once."""
+    if not _REDRAWN:
+        return
+    params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for layer in list(_REDRAWN):
+        if id(layer.weight) in params:
+            layer._redraw_if_updated()
+
+
+register_optimizer_step_post_hook(_redraw_updated_layers)
 
 
 class _LinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stored, rule):
+    def forward(ctx, x, weight, bias, stored, draw, rule):
         ctx.rule = rule
-        ctx.save_for_backward(x, weight, stored)
+        ctx.save_for_backward(x, weight, stored, draw)
         return F.linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable  # the feedback path has no meaningful second derivative
     def backward(ctx, grad_out):
-        x, weight, stored = ctx.saved_tensors
+        x, weight, stored, draw = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         # rows spelled out: reshape(-1, 0) is ambiguous when a layer has 0 features
         rows = math.prod(grad_out.shape[:-1])
         grad = grad_out.reshape(rows, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
         if need_x:
-            grad_x = ctx.rule.project(grad, weight, stored).reshape(x.shape)
-        ctx.rule.advance()
+            grad_x = ctx.rule.project(grad, weight, stored, draw).reshape(x.shape)
         if need_w:
             grad_w = grad.t().mm(x.reshape(rows, x.shape[-1]))
         if need_b:
             grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 class _ConvFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stored, rule, stride, padding, dilation, groups):
+    def forward(ctx, x, weight, bias, stored, draw, rule, stride, padding, dilation, groups):
         ctx.rule = rule
         ctx.conv = (stride, padding, dilation, groups)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
-        ctx.save_for_backward(x, weight, stored)
+        ctx.save_for_backward(x, weight, stored, draw)
         zeros = [0] * len(stride)
         return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, weight, stored = ctx.saved_tensors
+        x, weight, stored, draw = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         mask = list(ctx.needs_input_grad[:3])
         # The weight argument is read only for the input gradient; the weight gradient needs
         # only its shape. So B is built only when the input gradient is wanted, and freed here.
-        kernel = ctx.rule.matrix(weight, stored) if mask[0] else weight
-        ctx.rule.advance()
+        kernel = ctx.rule.matrix(weight, stored, draw) if mask[0] else weight
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out, x, kernel, ctx.bias_sizes, stride, padding, dilation, False,
             [0] * len(stride), groups, mask,
         )
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 class FeedbackLayer(nn.Module):
@@ -105,8 +136,7 @@ class FeedbackLayer(nn.Module):
         if method == "bp" and feedback_scale is not None:
             raise ValueError("method 'bp' feeds back W itself; leave feedback_scale None")
         feedback_dist = "uniform" if feedback_dist is None else feedback_dist
-        if feedback_dist not in DISTS:
-            raise ValueError(f"unknown feedback_dist {feedback_dist!r}; expected one of {DISTS}")
+        check_choice("feedback_dist", feedback_dist, DISTS)
         if feedback_scale is None:
             feedback_scale = default_scale(method, self.weight.shape, feedback_dist)
         elif not (math.isfinite(feedback_scale) and feedback_scale > 0):
@@ -115,18 +145,21 @@ class FeedbackLayer(nn.Module):
         self.feedback = storage
         self.feedback_dist = feedback_dist
         self.feedback_scale = float(feedback_scale)
+        self._host_cache: dict = {}
         device = self.weight.device
         if draws:
             if seed is None:  # from torch's generator, so torch.manual_seed fixes it
-                seed = int(torch.empty((), dtype=torch.int64).random_())
-            pattern = ops._seed_as_int64(seed)
+                seed = seed_from_int64(int(torch.empty((), dtype=torch.int64).random_()))
+            pattern = seed_as_int64(check_seed(seed))
             self.register_buffer("feedback_seed", torch.tensor(pattern, device=device))
+            host_value(self, "feedback_seed")
         if storage == "stored":
             name = "feedback_magnitude" if method == "frsf" else "feedback_weight"
             self.register_buffer(name, torch.empty_like(self.weight, requires_grad=False))
         if method == "brsf":
-            self.register_buffer("feedback_step", torch.zeros((), dtype=torch.int64,
-                                                              device=device))
+            self._draw = torch.zeros((), dtype=torch.int64)
+            self._drawn_version = self._weight_version()
+            _REDRAWN.add(self)
         self.register_buffer("weight_norm_init", self.weight.new_empty((), requires_grad=False))
         self.reset_feedback()
         self.record_weight_norm_()
@@ -139,9 +172,16 @@ class FeedbackLayer(nn.Module):
             self.reset_feedback()
             self.record_weight_norm_()
 
+    @property
+    def feedback_step(self) -> torch.Tensor:
+        """brsf: the current draw number (int64 0-d CPU tensor); see the module docstring."""
+        if self.method != "brsf":
+            raise AttributeError(f"method {self.method!r} has no draw counter")
+        return self._draw
+
     @torch.no_grad()
     def reset_feedback(self) -> None:
-        """Redraw stored B or |M| from the layer's seed and restart brSF's step counter."""
+        """Redraw stored B or |M| from the layer's seed and restart brSF's draw counter."""
         stored = self._stored()
         if stored is not None:
             rows = stored.shape[0]
@@ -150,7 +190,27 @@ class FeedbackLayer(nn.Module):
             if self.method == "frsf":
                 stored.abs_()
         if self.method == "brsf":
-            self.feedback_step.zero_()
+            self._draw.zero_()
+
+    @torch.no_grad()
+    def redraw_feedback_(self) -> FeedbackLayer:
+        """brsf: move to the next draw of |M| now. Done automatically after every
+        ``torch.optim`` step that changes the weight; call it after a hand-written update.
+        Returns the layer."""
+        if self.method != "brsf":
+            raise ValueError(f"method {self.method!r} draws no new feedback; only brsf does")
+        self._draw.add_(1)
+        self._drawn_version = self._weight_version()
+        return self
+
+    def _weight_version(self) -> tuple[int, int]:
+        # the identity too: convert() hands the layer another Parameter, whose counter may
+        # coincide with the replaced one's
+        return id(self.weight), self.weight._version
+
+    def _redraw_if_updated(self) -> None:
+        if self._weight_version() != self._drawn_version:
+            self.redraw_feedback_()
 
     @torch.no_grad()
     def record_weight_norm_(self) -> None:
@@ -161,7 +221,9 @@ class FeedbackLayer(nn.Module):
     @torch.no_grad()
     def set_feedback_(self, values: torch.Tensor) -> FeedbackLayer:
         """Copy ``values`` (W's shape) into the stored B (fa, kp) or |M| (frsf; its absolute
-        value is what counts). Returns the layer."""
+        value is what counts). Returns the layer. ValueError when this configuration stores
+        no feedback tensor or the shape differs (the contract of every fastcredit layer
+        family: docs/architecture.md)."""
         stored = self._stored()
         if stored is None:
             raise ValueError(
@@ -178,9 +240,9 @@ class FeedbackLayer(nn.Module):
     @torch.no_grad()
     def feedback_matrix(self) -> torch.Tensor:
         """The B ``[out, in, *kernel]`` the layer's next backward uses, materialised (a copy).
-        For brsf that is the draw at the current ``feedback_step``."""
+        For brsf that is the current draw."""
         stored = self._stored()
-        b = self._rule().matrix(self.weight, stored)
+        b = self._rule().matrix(self.weight, stored, self._draw_or_none())
         return b.clone() if b is self.weight or b is stored else b
 
     def _stored(self) -> torch.Tensor | None:
@@ -189,16 +251,15 @@ class FeedbackLayer(nn.Module):
         return self.feedback_magnitude if self.method == "frsf" else self.feedback_weight
 
     def _seed(self) -> int:
-        return int(self.feedback_seed) % _UINT64
+        return seed_from_int64(host_value(self, "feedback_seed"))
 
     def _rule(self) -> FeedbackRule:
-        # Only the seeded forms read the seed in backward; skipping the host read otherwise
-        # also spares torch.compile a graph break per layer.
-        return FeedbackRule(
-            self.method, self.feedback, self.feedback_scale, self.feedback_dist,
-            self._seed() if self.feedback == "seeded" else 0,
-            self.feedback_step if self.method == "brsf" else None,
-        )
+        # Only the seeded forms read the seed in backward.
+        return FeedbackRule(self.method, self.feedback, self.feedback_scale, self.feedback_dist,
+                            self._seed() if self.feedback == "seeded" else 0)
+
+    def _draw_or_none(self) -> torch.Tensor | None:
+        return self._draw if self.method == "brsf" else None
 
     def _stored_checked(self) -> torch.Tensor | None:
         stored = self._stored()
@@ -209,6 +270,38 @@ class FeedbackLayer(nn.Module):
             )
         return stored
 
+    def __setstate__(self, state):  # copy.deepcopy and unpickling construct without __init__
+        super().__setstate__(state)
+        if self.method == "brsf":
+            _REDRAWN.add(self)
+
+    # brSF's draw counter is saved and loaded as if it were a buffer (see the module doc).
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.method == "brsf":
+            destination[prefix + "feedback_step"] = self._draw.clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if self.method != "brsf":
+            return
+        key = prefix + "feedback_step"
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+        if key not in state_dict:
+            if strict:
+                missing_keys.append(key)
+            return
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            error_msgs.append(f"{key}: expected a one-element tensor, got {value!r}")
+            return
+        with torch.no_grad():
+            self._draw.copy_(value.reshape(()))
+        self._drawn_version = self._weight_version()  # the loaded draw is the current one
+
     def _feedback_repr(self) -> str:
         text = f"method={self.method!r}"
         if self.feedback is not None:
@@ -217,14 +310,14 @@ class FeedbackLayer(nn.Module):
 
 
 _METHOD_DOC = """
-    method: one of {methods}: how the input gradient is formed (see fastcredit.feedback).
+    method: one of {methods}: how the input gradient is formed (see fastcredit.nn.fa.rule).
     feedback: "stored" or "seeded" for fa and frsf (default "stored"; "seeded" keeps only the
         seed and regenerates B or |M| in each backward); brsf is always "seeded", kp "stored",
         usf and bp take None.
     seed: seed of B / |M| (0 <= seed < 2**64); drawn from torch's generator when None.
     feedback_scale: scale of the drawn values (default: Xavier, see fastcredit.feedback).
     feedback_dist: "uniform" (default), "normal" or "rademacher" draws of F (fa, frsf, brsf, kp).
-""".format(methods=METHODS)
+""".format(methods=FEEDBACK_METHODS)
 
 
 class Linear(FeedbackLayer, nn.Linear):
@@ -243,8 +336,8 @@ class Linear(FeedbackLayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "bp" or backprop_active():
             return F.linear(x, self.weight, self.bias)
-        return apply_autocast(_LinearFunction, (x, self.weight, self.bias, self._stored_checked()),
-                              self._rule())
+        return apply_autocast(_LinearFunction, (x, self.weight, self.bias, self._stored_checked(),
+                                                self._draw_or_none()), self._rule())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._feedback_repr()}"
@@ -283,7 +376,8 @@ class _ConvNd(FeedbackLayer):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             padding = (0,) * d
-        out = apply_autocast(_ConvFunction, (x, self.weight, self.bias, self._stored_checked()),
+        out = apply_autocast(_ConvFunction, (x, self.weight, self.bias, self._stored_checked(),
+                                             self._draw_or_none()),
                              self._rule(), list(self.stride), list(padding),
                              list(self.dilation), self.groups)
         return out.squeeze(0) if unbatched else out

@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import diagnostics
+from ..convert import convert
+from ..nn import LRA, Bottleneck, backprop
 from . import data as datasets
-from . import diagnostics, train
-from .nn import LRA, Bottleneck, backprop
+from . import train
 from .train import TrainConfig
 
 Builder = Callable[[TrainConfig, datasets.Dataset], nn.Module]
@@ -114,7 +116,7 @@ LAUNAY_BOTTLENECK = {
 }
 BOTTLENECK_WIDTH = 800
 BOTTLENECK_SHORT = (1, 5, 18, 73, 191, 496, 800)
-BOTTLENECK_TANH = ("body.2", "body.5", "body.8")  # hidden tanh outputs (a DFA point follows)
+BOTTLENECK_TANH = ("2", "4", "6")  # hidden tanh outputs (a DFA point follows)
 
 
 def _bottleneck_mlp(b: int) -> Builder:
@@ -127,7 +129,7 @@ def _bottleneck_mlp(b: int) -> Builder:
             nn.Flatten(), nn.Linear(features, width), nn.Tanh(),
             Bottleneck(nn.Linear(width, width), b / width, seed=config.seed), nn.Tanh(),
             nn.Linear(width, width), nn.Tanh(), nn.Linear(width, dataset.num_classes))
-        return train.with_dfa(body, dataset.num_classes, config.method_options)
+        return convert(body, "dfa", **config.method_options)
 
     return build
 
@@ -250,7 +252,7 @@ REPRODUCTIONS = {
             "LRA-E: null initialisation and signum networks train, backprop does not",
             "Ororbia et al. (arXiv 1803.01834, abstract): LRA trains from a null (all-zero) "
             "initialisation and with discrete (signum) activations, where backprop fails. No "
-            "verified numbers exist (ALGORITHMS.md §8.6); the claim is qualitative.",
+            "verified numbers exist; the claim is qualitative.",
             _lra_runs,
             lambda full: ("full: 100 epochs" if full else "short: 1 epoch (authors' code: 100)")
             + ", 784-256-256-256-10, beta 0.1, gamma 1, Adam lr 1e-3, batch 50",
@@ -260,8 +262,7 @@ REPRODUCTIONS = {
             "dfa-zero-init",
             "Nøkland 2016: DFA (and FA) learn from an all-zero initialisation, BP does not",
             "Nøkland 2016: DFA trains from a zero initial condition (abstract); 2x800 tanh MNIST "
-            "test errors BP 1.60 / FA 1.64 / DFA 1.74 % are an unverified recollection "
-            "(ALGORITHMS.md §10.4).",
+            "test errors BP 1.60 / FA 1.64 / DFA 1.74 % are an unverified recollection.",
             _zero_init_runs,
             lambda full: ("full: 300 epochs (dfa-torch default)" if full else
                           "short: 1 epoch (published: up to 300)")

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .. import ops, reference
-from .amp import apply_autocast
-from .dfa import DFAPoint
-from .mode import backprop_active
+from ... import functional, ops
+from ..amp import apply_autocast
+from ..mode import backprop_active
+from .point import DFAPoint
 
 
 class _DFALinearFunction(torch.autograd.Function):
@@ -24,14 +24,14 @@ class _DFALinearFunction(torch.autograd.Function):
     its backward recomputes no transcendental."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, activation, negative_slope):
+    def forward(ctx, x, weight, bias, name, negative_slope):
         x2 = x.reshape(-1, x.shape[-1])
         a = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        h = reference.activation_value(a, activation, negative_slope=negative_slope)
-        ctx.saved_is_output = reference.grad_from_output_supported(activation, negative_slope)
+        h = functional.activation(a, name, negative_slope)
+        ctx.saved_is_output = functional.derivative_from_output_supported(name, negative_slope)
         ctx.save_for_backward(x2 if weight.requires_grad else None,
                               h if ctx.saved_is_output else a)
-        ctx.activation = activation
+        ctx.activation = name
         ctx.negative_slope = negative_slope
         return h.view(*x.shape[:-1], weight.shape[0])
 
@@ -59,8 +59,9 @@ class DFALinear(nn.Module):
     ``DFAOutput(points=...)``.
 
     Args:
-        activation: one of ``fastcredit.reference.ACTIVATIONS`` (identity, tanh, sigmoid,
-            relu, leaky_relu, relu6, softplus, gelu); f' is PyTorch's derivative.
+        activation: one of ``fastcredit._spec.ACTIVATIONS`` (identity, tanh, sigmoid, relu,
+            leaky_relu, relu6, softplus, gelu; sign with the surrogate f' 1{|a| <= 1}); f' is
+            PyTorch's derivative.
         negative_slope: leaky_relu's slope.
         batch_dims: the point's batch dims (default: the output's); see :class:`DFAPoint`.
     """
@@ -78,7 +79,7 @@ class DFALinear(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        ops._check_activation(activation)
+        functional.check_activation(activation)
         if not math.isfinite(negative_slope):
             raise ValueError(f"negative_slope must be finite, got {negative_slope}")
         self.in_features = in_features
@@ -104,7 +105,7 @@ class DFALinear(nn.Module):
                              f"{list(x.shape)}")
         if backprop_active():
             a = torch.nn.functional.linear(x, self.weight, self.bias)
-            return reference.activation_value(a, self.activation, self.negative_slope)
+            return functional.activation(a, self.activation, self.negative_slope)
         h = apply_autocast(_DFALinearFunction, (x, self.weight, self.bias), self.activation,
                            self.negative_slope)
         return self.point(h)

@@ -1,0 +1,96 @@
+"""What every converter shares: the report, and how a module is classified (weight layer,
+activation, normalisation, container, fastcredit module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..nn import Bottleneck, DFALinear, DFAOutput, DFAPoint, FeedbackLayer, LRABlock
+
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU,
+               nn.SELU, nn.CELU, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Mish, nn.PReLU)
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+         nn.RMSNorm)
+FASTCREDIT = (FeedbackLayer, DFAPoint, DFAOutput, DFALinear, LRABlock)
+# A Bottleneck counts as the weight layer it wraps: it is no block of its own.
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, Bottleneck)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One module in a :class:`ConversionReport`: its path in the model (``""`` for the root),
+    its original type name, and what happened to it."""
+
+    path: str
+    kind: str
+    note: str
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did, module by module.
+
+    ``converted``: modules replaced or given a DFA point / output. ``unchanged``: modules
+    kept as they are on purpose (parameter-free layers, normalisation, embeddings, DFA's
+    in-block layers). ``unsupported``: modules with their own parameters that the method
+    cannot reach: kept as they are, so their backward is plain backprop. ``blocks`` (DFA
+    only): each point's path -> the paths of the modules with parameters in its block, and
+    ``"output"`` -> the output block's.
+    """
+
+    method: str
+    converted: list[Entry] = field(default_factory=list)
+    unchanged: list[Entry] = field(default_factory=list)
+    unsupported: list[Entry] = field(default_factory=list)
+    blocks: dict[str, list[str]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"fastcredit.convert(method={self.method!r})"]
+        for title, entries in (("converted", self.converted), ("unchanged", self.unchanged),
+                               ("unsupported", self.unsupported)):
+            lines.append(f"{title} ({len(entries)}):")
+            lines += [f"  {e.path or '(root)'}  {e.kind}: {e.note}" for e in entries]
+        return "\n".join(lines)
+
+
+def join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def swap_blocker(module: nn.Module) -> str | None:
+    """Why a Linear/Conv cannot be replaced by another module object, or None."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+             module._backward_pre_hooks)
+    if any(hooks):
+        return ("has hooks (e.g. the old weight_norm's) that a replacement would lose: kept "
+                "as is, its backward is backprop's")
+    if not isinstance(module.weight, nn.Parameter):
+        return "its weight is not a Parameter: kept as is, its backward is backprop's"
+    return None
+
+
+def owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def kept_note(module: nn.Module) -> str | None:
+    """Why a module is fine left as is, or None when it transports error through parameters
+    that the method cannot reach."""
+    if isinstance(module, FASTCREDIT):
+        return "already a fastcredit module"
+    if isinstance(module, NORMS):
+        return "normalisation layer: backprop's local backward, as in the FA literature"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "lookup table: its input is indices, so it sends no error down"
+    if isinstance(module, ACTIVATIONS):
+        return "activation (elementwise)"
+    if not owns_parameters(module):
+        return "no parameters"
+    return None
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    return isinstance(module, WEIGHT_LAYERS)
