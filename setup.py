@@ -75,6 +75,7 @@ defines = [
     ("FASTCREDIT_VERSION", f'"{VERSION}"'),
     ("FASTCREDIT_TORCH_VERSION", f'"{torch.__version__}"'),
     ("FASTCREDIT_WITH_CUDA", "1" if with_cuda else "0"),
+    ("FASTCREDIT_CUDA_VERSION", f'"{torch.version.cuda if with_cuda else ""}"'),
     ("FASTCREDIT_CUDA_ARCHS", f'"{cuda_archs}"'),
 ]
 include_dirs = [str(ROOT / "csrc")]
@@ -128,8 +129,24 @@ if os.environ.get("FASTCREDIT_EMULATE_CUDA") == "1":
         )
     )
 
+
+class BuildExtensionRecordingTorch(BuildExtension.with_options(use_ninja=True)):
+    """Also writes fastcredit/_build_info.py beside _C (in the wheel's tree, or in the source
+    tree for editable and --inplace builds), so that `import fastcredit` can compare the torch
+    it was built against with the one it runs under before loading _C: a mismatched _C fails
+    to load with an undefined symbol that names neither release."""
+
+    def run(self):
+        super().run()
+        target = Path(self.get_ext_fullpath("fastcredit._C")).with_name("_build_info.py")
+        target.write_text(
+            "# Written by setup.py when the extension was built; not in version control.\n"
+            f"TORCH_VERSION = {torch.__version__!r}\n"
+        )
+
+
 setup(
     version=VERSION,
     ext_modules=ext_modules,
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtensionRecordingTorch},
 )
