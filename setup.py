@@ -42,6 +42,9 @@ import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "fastcredit/_version.py").read_text())[1]
+# The extension links against this torch's C++ ABI, which changes between minor releases, so
+# the package requires the release it is compiled against (a wheel built here says so).
+TORCH_RELEASE = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 
 
 def want_cuda():
@@ -147,6 +150,7 @@ class BuildExtensionRecordingTorch(BuildExtension.with_options(use_ninja=True)):
 
 setup(
     version=VERSION,
+    install_requires=[f"torch=={TORCH_RELEASE}.*"],
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExtensionRecordingTorch},
 )
