@@ -115,3 +115,6 @@ def test_cli_info_json_matches_build_info():
     info = json.loads(out)
     assert info["version"] == fastcredit.__version__
     assert info["with_cuda"] == fastcredit.build_info()["with_cuda"]
+    # the releases the extension was built with
+    assert info["torch_version"] == torch.__version__
+    assert info["cuda_version"] == fastcredit.build_info()["cuda_version"]
