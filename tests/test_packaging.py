@@ -32,8 +32,10 @@ def _tracked_files() -> list[str]:
     committed is checked too."""
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout (e.g. an unpacked sdist)")
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
     return listing.split("\0")[:-1]
 
 
