@@ -136,8 +136,9 @@ if os.environ.get("FASTCREDIT_EMULATE_CUDA") == "1":
 class BuildExtensionRecordingTorch(BuildExtension.with_options(use_ninja=True)):
     """Also writes fastcredit/_build_info.py beside _C (in the wheel's tree, or in the source
     tree for editable and --inplace builds), so that `import fastcredit` can compare the torch
-    it was built against with the one it runs under before loading _C: a mismatched _C fails
-    to load with an undefined symbol that names neither release."""
+    it was built against with the one it runs under before loading _C: a _C built for another
+    release may fail to load with an undefined symbol that names neither, or load and
+    misbehave."""
 
     def run(self):
         super().run()

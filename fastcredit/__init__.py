@@ -15,7 +15,8 @@ _REBUILD = (
 )
 try:
     # Written with the extension by setup.py, and read before _C: under another torch release
-    # _C fails to load with an undefined symbol that names neither release.
+    # _C may fail to load with an undefined symbol that names neither release, or load and
+    # misbehave.
     from ._build_info import TORCH_VERSION as _BUILT_TORCH_VERSION
 except ImportError as error:
     raise ImportError(f"fastcredit's extension is not built ({error}). {_REBUILD}.") from error
