@@ -42,6 +42,9 @@ import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "fastcredit/_version.py").read_text())[1]
+# The extension links against this torch's C++ ABI, which changes between minor releases, so
+# the package requires the release it is compiled against (a wheel built here says so).
+TORCH_RELEASE = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 
 
 def want_cuda():
@@ -75,6 +78,7 @@ defines = [
     ("FASTCREDIT_VERSION", f'"{VERSION}"'),
     ("FASTCREDIT_TORCH_VERSION", f'"{torch.__version__}"'),
     ("FASTCREDIT_WITH_CUDA", "1" if with_cuda else "0"),
+    ("FASTCREDIT_CUDA_VERSION", f'"{torch.version.cuda if with_cuda else ""}"'),
     ("FASTCREDIT_CUDA_ARCHS", f'"{cuda_archs}"'),
 ]
 include_dirs = [str(ROOT / "csrc")]
@@ -128,8 +132,26 @@ if os.environ.get("FASTCREDIT_EMULATE_CUDA") == "1":
         )
     )
 
+
+class BuildExtensionRecordingTorch(BuildExtension.with_options(use_ninja=True)):
+    """Also writes fastcredit/_build_info.py beside _C (in the wheel's tree, or in the source
+    tree for editable and --inplace builds), so that `import fastcredit` can compare the torch
+    it was built against with the one it runs under before loading _C: a _C built for another
+    release may fail to load with an undefined symbol that names neither, or load and
+    misbehave."""
+
+    def run(self):
+        super().run()
+        target = Path(self.get_ext_fullpath("fastcredit._C")).with_name("_build_info.py")
+        target.write_text(
+            "# Written by setup.py when the extension was built; not in version control.\n"
+            f"TORCH_VERSION = {torch.__version__!r}\n"
+        )
+
+
 setup(
     version=VERSION,
+    install_requires=[f"torch=={TORCH_RELEASE}.*"],
     ext_modules=ext_modules,
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtensionRecordingTorch},
 )

@@ -16,6 +16,8 @@ PYBIND11_MODULE(_C, m) {
     info["version"] = FASTCREDIT_VERSION;
     info["torch_version"] = FASTCREDIT_TORCH_VERSION;
     info["with_cuda"] = static_cast<bool>(FASTCREDIT_WITH_CUDA);
+    // The CUDA release of the torch the kernels were compiled against; "" in a CPU-only build.
+    info["cuda_version"] = FASTCREDIT_CUDA_VERSION;
     info["cuda_archs"] = FASTCREDIT_CUDA_ARCHS;
 #ifdef _OPENMP
     info["openmp"] = true;

@@ -12,13 +12,34 @@ import warnings
 
 import torch
 
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+_REBUILD = (
+    "Build it against the torch release you run: `pip install --no-build-isolation .` in its "
+    "source tree (sdist or checkout; `-e .` for development)"
+)
+try:
+    # Written with the extension by setup.py, and read before _C: under another torch release
+    # _C may fail to load with an undefined symbol that names neither release, or load and
+    # misbehave.
+    from ._build_info import TORCH_VERSION as _BUILT_TORCH_VERSION
+except ImportError as error:
+    raise ImportError(f"fastcredit's extension is not built ({error}). {_REBUILD}.") from error
+if _major_minor(_BUILT_TORCH_VERSION) != _major_minor(torch.__version__):
+    raise ImportError(
+        f"fastcredit was built against torch {_BUILT_TORCH_VERSION} but torch "
+        f"{torch.__version__} is installed. {_REBUILD}, or install "
+        f"torch=={'.'.join(_major_minor(_BUILT_TORCH_VERSION))}.*"
+    )
 try:
     from . import _C  # loading the extension registers the torch.ops.fastcredit ops
 except ImportError as error:
     raise ImportError(
         f"fastcredit's compiled extension failed to load under torch {torch.__version__} "
-        f"({error}). It must be built against the torch you run: "
-        "`pip install --no-build-isolation -e .`"
+        f"({error}). {_REBUILD}."
     ) from error
 from ._version import __version__
 
@@ -55,19 +76,6 @@ def build_info() -> dict:
         info["cuda_kernels_error"] = str(_cuda_import_error)
     return info
 
-
-def _major_minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split("+")[0].split(".")[:2])
-
-
-if _major_minor(_C.build_info()["torch_version"]) != _major_minor(torch.__version__):
-    warnings.warn(
-        f"fastcredit was built against torch {_C.build_info()['torch_version']} but is running "
-        f"under torch {torch.__version__}; its compiled ops may crash or misbehave. Rebuild "
-        "with `pip install --no-build-isolation -e .` under the torch you use.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
 
 # Modules reached as attributes but imported only on first use; the app's old homes warn.
 _LAZY = {"reference": "fastcredit.reference", "app": "fastcredit.app"}

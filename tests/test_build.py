@@ -1,8 +1,10 @@
 """The extension's build: what build_info() reports, dispatcher registration, the CLI."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,8 @@ def test_build_info_reports_this_build():
     assert info["version"] == fastcredit.__version__
     assert info["torch_version"] == torch.__version__  # built against the torch that runs
     assert info["torch_runtime_version"] == torch.__version__
+    assert fastcredit._build_info.TORCH_VERSION == info["torch_version"]  # read before _C loads
+    assert info["cuda_version"] == (torch.version.cuda if info["with_cuda"] else "")
     assert info["cuda_kernels_loaded"] == fastcredit.cuda_kernels_available()
     assert info["intra_op_threads"] == torch.get_num_threads()
     assert isinstance(info["openmp"], bool) and info["openmp_max_threads"] >= 1
@@ -59,18 +63,50 @@ def test_cuda_build_registers_cuda_kernels_and_keeps_cpu_ops_right():
             fastcredit.feedback_matrix(1, 2, 2, device="cuda")
 
 
-def test_import_warns_when_torch_minor_version_differs():
+def _import_copy_recording(tmp_path, recorded_torch: str | None):
+    """Imports a copy of the built package whose _build_info.py records recorded_torch (None:
+    no _build_info.py, as in a tree that was never built)."""
+    package = tmp_path / "fastcredit"
+    shutil.copytree(Path(fastcredit.__file__).parent, package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "_build_info.py").unlink()
+    if recorded_torch is not None:
+        (package / "_build_info.py").write_text(f"TORCH_VERSION = {recorded_torch!r}\n")
     script = (
-        "import warnings, torch\n"
-        "torch.__version__ = '1.0.0'\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    warnings.simplefilter('always')\n"
-        "    import fastcredit\n"
-        "print([str(w.message) for w in caught])\n"
+        "import sys\n"
+        "# an editable install's finder would serve modules missing from the copy\n"
+        "sys.meta_path = [finder for finder in sys.meta_path\n"
+        "                 if not getattr(finder, '__module__', '').startswith('__editable__')]\n"
+        "import fastcredit\n"
+        "print(fastcredit.__file__, fastcredit._C.__file__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
-    assert "but is running under torch 1.0.0" in out
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True)
+
+
+def test_import_under_another_torch_release_fails_naming_both(tmp_path):
+    result = _import_copy_recording(tmp_path, "1.0.0")
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"ImportError: fastcredit was built against torch 1.0.0 but torch "
+                            f"{torch.__version__} is installed.")
+    assert "pip install --no-build-isolation" in error and "torch==1.0.*" in error
+
+
+def test_import_accepts_a_build_for_another_patch_release(tmp_path):
+    major, minor = torch.__version__.split(".")[:2]
+    result = _import_copy_recording(tmp_path, f"{major}.{minor}.99+other")
+    assert result.returncode == 0, result.stderr
+    package_file, extension_file = result.stdout.split()
+    assert Path(package_file).parent == Path(extension_file).parent == tmp_path / "fastcredit"
+
+
+def test_import_of_an_unbuilt_tree_says_to_build_it(tmp_path):
+    result = _import_copy_recording(tmp_path, None)
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("ImportError: fastcredit's extension is not built")
+    assert "pip install --no-build-isolation" in error
 
 
 def test_cli_info_json_matches_build_info():
@@ -79,3 +115,6 @@ def test_cli_info_json_matches_build_info():
     info = json.loads(out)
     assert info["version"] == fastcredit.__version__
     assert info["with_cuda"] == fastcredit.build_info()["with_cuda"]
+    # the releases the extension was built with
+    assert info["torch_version"] == torch.__version__
+    assert info["cuda_version"] == fastcredit.build_info()["cuda_version"]
