@@ -1,7 +1,8 @@
 """Training steps (zero_grad, forward, loss, backward) of every method next to plain PyTorch
 backprop on the same network and batch: MLP 784-1024-1024-1024-10 (tanh) at batch 128 and
-512, a small conv net and a LeNet at batch 128 (``fastcredit.app.bench.WORKLOADS``), and the same
-steps through BioTorch when it is installed (``pip install --no-deps biotorch``).
+512, a small conv net and a LeNet at batch 128, and small models (784-256-256-10 at batch 64,
+64-128-128-10 at batch 32, the conv net at batch 32; ``fastcredit.app.bench.WORKLOADS``), and
+the same steps through BioTorch when it is installed (``pip install --no-deps biotorch``).
 
 Run: python -m pytest benchmarks/bench_steps.py --benchmark-enable
 """

@@ -43,7 +43,8 @@ def test_cli_quick_run_prints_ratios_and_writes_json(tmp_path):
          "--methods", "fa", "dfa", "--threads", "1", "--json", str(path)],
         check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "/ our bp" in result.stdout and "GEMM %" in result.stdout
+    assert all(column in result.stdout
+               for column in ("/ our bp", "GEMM %", "FLOP floor", "mem floor ms", "us/layer"))
     report = json.loads(path.read_text())
     assert report["machine"]["threads"] == 1
     assert report["machine"]["torch"]
@@ -53,6 +54,8 @@ def test_cli_quick_run_prints_ratios_and_writes_json(tmp_path):
         assert row["workload"] == "mlp-quick"
         assert row["ms"] > 0 and math.isfinite(row["vs_bp"]) and row["vs_bp"] > 0
         assert 0 < row["gemm_fraction"] <= 1
+        assert row["flop_floor"] > 0 and row["memory_floor_ms"] >= 0
+    assert report["machine"]["copy_bandwidth_gbs"] > 0
 
 
 def test_cli_rejects_unknown_method():
@@ -60,3 +63,21 @@ def test_cli_rejects_unknown_method():
                             check=False, capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice: 'sgd'" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_step_costs_count_each_methods_gemms_and_elementwise_bytes():
+    """The floors are exact counts: backprop's step is the forward GEMMs, every weight
+    gradient and every input gradient but the first layer's; DFA skips the input gradients
+    and adds one [N, C] x [C, d] projection per point; uSF reads W and writes B for every
+    layer whose input needs a gradient."""
+    workload = QUICK["mlp-quick"]  # 64-48-48-48-10, batch 16
+    n, widths = workload.batch, workload.widths
+    products = [a * b for a, b in zip(widths, widths[1:])]
+    forward = 2 * n * sum(products)
+    bp = forward + forward + 2 * n * sum(products[1:])
+    dfa = forward + forward + 3 * 2 * n * widths[-1] * 48
+    costs = {m: bench.step_costs(bench.make_step(workload, m)) for m in ("bp", "dfa", "usf")}
+    assert costs["bp"] == (bp, 0)
+    assert costs["dfa"][0] == dfa
+    assert costs["usf"] == (bp, sum(2 * 4 * p for p in products[1:]))
+    assert bench.weight_layers(workload) == 4

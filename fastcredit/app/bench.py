@@ -59,6 +59,11 @@ WORKLOADS = (
     Workload("mlp-b512", "mlp", 512, widths=(784, 1024, 1024, 1024, 10)),
     Workload("convnet-b128", "convnet", 128),
     Workload("lenet-b128", "lenet", 128),
+    # Small models, where most of the field's experiments run and the fixed cost per layer
+    # and step shows: the main job's MLP, a digits-sized MLP, the conv net at batch 32.
+    Workload("mlp256-b64", "mlp", 64, widths=(784, 256, 256, 10)),
+    Workload("mlp128-b32", "mlp", 32, image=(8, 8), widths=(64, 128, 128, 10)),
+    Workload("convnet-b32", "convnet", 32),
 )
 # Tiny shapes for smoke runs (CI, tests): every code path, a fraction of a second each.
 QUICK_WORKLOADS = (
@@ -246,6 +251,61 @@ def machine() -> dict:
     }
 
 
+def _register_flop_formulas() -> None:
+    """FLOPs of fastcredit's projection op for torch's FlopCounterMode (it counts aten's GEMMs
+    and convolutions; a custom op is invisible to it otherwise)."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.fastcredit.seeded_project)
+    def _seeded_project(x_shape, seed, cols, *args, out_shape=None, **kwargs):
+        return 2 * x_shape[0] * x_shape[1] * cols
+
+
+# fastcredit's elementwise ops: one pass over their operands, so bandwidth-bound.
+ELEMENTWISE_OPS = frozenset({"sign_feedback", "lra_error", "dfa_backward_epilogue",
+                             "feedback_fill_"})
+
+
+def step_costs(step: Callable[[], None]) -> tuple[int, int]:
+    """(GEMM + convolution + projection FLOPs, bytes read and written by fastcredit's
+    elementwise ops) of one call of ``step``, counted from the ops it runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class _Bytes(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.namespace == "fastcredit" and func.overloadpacket.__name__ in ELEMENTWISE_OPS:
+                tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out))
+                           if isinstance(t, torch.Tensor)]
+                self.total += sum(t.numel() * t.element_size() for t in tensors)
+            return out
+
+    if not getattr(step_costs, "_registered", False):
+        _register_flop_formulas()
+        step_costs._registered = True
+    with FlopCounterMode(display=False) as flops, _Bytes() as moved:
+        step()
+    return flops.get_total_flops(), moved.total
+
+
+def copy_bandwidth(nbytes: int = 1 << 26) -> float:
+    """Bytes per second (read + written) of a large tensor copy on this machine's threads."""
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    samples = time_interleaved({"copy": lambda: dst.copy_(src)}, rounds=5, min_seconds=0.05)
+    return 2 * nbytes / min(samples["copy"])
+
+
+def weight_layers(workload: Workload) -> int:
+    """Linear and Conv layers of the workload's network: what a method converts."""
+    model = build_network(workload, "bp")
+    return sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+               for m in model.modules())
+
+
 @dataclass
 class Row:
     workload: str
@@ -255,6 +315,9 @@ class Row:
     vs_biotorch: float | None  # fastcredit / BioTorch for the same method, when measured
     biotorch_vs_bp: float | None
     gemm_fraction: float | None
+    flop_floor: float  # GEMM/conv/projection FLOPs of the method / of backprop, per step
+    memory_floor_ms: float  # elementwise ops' bytes / measured copy bandwidth
+    us_per_layer_over_bp: float  # (step - bp step) / weight layers, in microseconds
 
 
 def run(workloads: Sequence[Workload] = WORKLOADS, methods: Sequence[str] = METHODS,
@@ -264,6 +327,7 @@ def run(workloads: Sequence[Workload] = WORKLOADS, methods: Sequence[str] = METH
     ``{"machine": ..., "settings": ..., "rows": [Row as dict, ...]}``."""
     if biotorch is None:
         biotorch = biotorch_available()
+    bandwidth = copy_bandwidth()
     rows = []
     for workload in workloads:
         log(f"{workload.name}: building")
@@ -277,19 +341,25 @@ def run(workloads: Sequence[Workload] = WORKLOADS, methods: Sequence[str] = METH
                     steps[f"biotorch:{method}"] = make_step(workload, method, "biotorch")
         log(f"{workload.name}: timing {len(steps)} steps x {rounds} rounds")
         samples = time_interleaved(steps, rounds, min_seconds)
+        bp_flops = step_costs(steps["bp"])[0]
+        layers = weight_layers(workload)
+        bp_ms = 1e3 * statistics.median(samples["bp"])
         for method in methods:
             if method not in steps:
                 continue
             bio = samples.get(f"biotorch:{method}")
+            flops, moved = step_costs(steps[method])
+            ms = 1e3 * statistics.median(samples[method])
             rows.append(Row(
-                workload.name, method, 1e3 * statistics.median(samples[method]),
+                workload.name, method, ms,
                 median_ratio(samples[method], samples["bp"]),
                 median_ratio(samples[method], bio) if bio else None,
                 median_ratio(bio, samples["bp"]) if bio else None,
                 gemm_fraction(steps[method]) if profile else None,
+                flops / bp_flops, 1e3 * moved / bandwidth, 1e3 * (ms - bp_ms) / layers,
             ))
     return {
-        "machine": machine(),
+        "machine": {**machine(), "copy_bandwidth_gbs": bandwidth / 1e9},
         "settings": {"rounds": rounds, "min_seconds": min_seconds, "biotorch": biotorch,
                      "step": "zero_grad + forward + cross_entropy + backward"},
         "workloads": [asdict(w) for w in workloads],
@@ -304,14 +374,21 @@ def format_table(result: dict) -> str:
               f"fastcredit {m['fastcredit']}, load average {m['load_average_1m']}"),
              (f"medians over {result['settings']['rounds']} interleaved rounds of each round's "
               "fastest step; ratio < 1: faster"),
+             ("FLOP floor: the method's GEMM/conv/projection FLOPs / backprop's; mem floor: "
+              "bytes of fastcredit's elementwise ops / copy bandwidth "
+              f"({m.get('copy_bandwidth_gbs', float('nan')):.1f} GB/s); us/layer: "
+              "(step - bp step) / weight layers"),
              ""]
-    header = f"{'workload':<14} {'method':<11} {'ms/step':>8} {'/ our bp':>9} {'GEMM %':>7}"
+    header = (f"{'workload':<14} {'method':<11} {'ms/step':>8} {'/ our bp':>9} "
+              f"{'FLOP floor':>10} {'mem floor ms':>12} {'us/layer':>9} {'GEMM %':>7}")
     if result["settings"]["biotorch"]:
         header += f" {'/ BioTorch':>11} {'BioTorch/bp':>12}"
     lines.append(header)
     for r in result["rows"]:
         gemm = "" if r["gemm_fraction"] is None else f"{100 * r['gemm_fraction']:.0f}"
-        line = f"{r['workload']:<14} {r['method']:<11} {r['ms']:>8.2f} {r['vs_bp']:>9.3f} {gemm:>7}"
+        line = (f"{r['workload']:<14} {r['method']:<11} {r['ms']:>8.2f} {r['vs_bp']:>9.3f} "
+                f"{r['flop_floor']:>10.3f} {r['memory_floor_ms']:>12.3f} "
+                f"{r['us_per_layer_over_bp']:>9.1f} {gemm:>7}")
         if result["settings"]["biotorch"]:
             bio = "" if r["vs_biotorch"] is None else f"{r['vs_biotorch']:.3f}"
             bio_bp = "" if r["biotorch_vs_bp"] is None else f"{r['biotorch_vs_bp']:.3f}"
