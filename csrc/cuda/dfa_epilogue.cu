@@ -9,10 +9,7 @@ namespace fastcredit::cuda {
                                                        int64_t, int64_t, int64_t, int64_t,     \
                                                        Activation, double, bool, T*, T*,       \
                                                        OpMath<T>*, cudaStream_t, unsigned);
-FC_INSTANTIATE(float)
-FC_INSTANTIATE(double)
-FC_INSTANTIATE(Half)
-FC_INSTANTIATE(BFloat16)
+FC_FOR_EACH_KERNEL_TYPE(FC_INSTANTIATE)
 #undef FC_INSTANTIATE
 
 }  // namespace fastcredit::cuda

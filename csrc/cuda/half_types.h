@@ -35,4 +35,7 @@ struct OpMathOf<BFloat16> {
   using type = float;
 };
 
+// X(T) for each element type of the kernels with native half precision (inside this namespace).
+#define FC_FOR_EACH_KERNEL_TYPE(X) X(float) X(double) X(Half) X(BFloat16)
+
 }  // namespace fastcredit::cuda

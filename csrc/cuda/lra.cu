@@ -7,10 +7,7 @@ namespace fastcredit::cuda {
 #define FC_INSTANTIATE(T)                                                                      \
   template cudaError_t launch_lra_error<T>(const T*, const T*, T*, int64_t, double, Activation, \
                                            LocalError, bool, double, cudaStream_t);
-FC_INSTANTIATE(float)
-FC_INSTANTIATE(double)
-FC_INSTANTIATE(Half)
-FC_INSTANTIATE(BFloat16)
+FC_FOR_EACH_KERNEL_TYPE(FC_INSTANTIATE)
 #undef FC_INSTANTIATE
 
 }  // namespace fastcredit::cuda

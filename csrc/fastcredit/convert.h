@@ -19,22 +19,18 @@ FC_HOST_DEVICE FC_INLINE To value_as(From v) {
 }
 
 #if defined(__CUDACC__)
-template <>
-FC_HOST_DEVICE FC_INLINE float value_as<float, __half>(__half v) {
-  return __half2float(v);
-}
-template <>
-FC_HOST_DEVICE FC_INLINE __half value_as<__half, float>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-FC_HOST_DEVICE FC_INLINE float value_as<float, __nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <>
-FC_HOST_DEVICE FC_INLINE __nv_bfloat16 value_as<__nv_bfloat16, float>(float v) {
-  return __float2bfloat16_rn(v);
-}
+#define FC_VALUE_AS_VIA_INTRINSICS(Half, to_float, from_float)  \
+  template <>                                                    \
+  FC_HOST_DEVICE FC_INLINE float value_as<float, Half>(Half v) { \
+    return to_float(v);                                          \
+  }                                                              \
+  template <>                                                    \
+  FC_HOST_DEVICE FC_INLINE Half value_as<Half, float>(float v) { \
+    return from_float(v);                                        \
+  }
+FC_VALUE_AS_VIA_INTRINSICS(__half, __half2float, __float2half_rn)
+FC_VALUE_AS_VIA_INTRINSICS(__nv_bfloat16, __bfloat162float, __float2bfloat16_rn)
+#undef FC_VALUE_AS_VIA_INTRINSICS
 #endif
 
 }  // namespace fastcredit

@@ -70,24 +70,15 @@ FC_HOST_DEVICE FC_INLINE double add(double a, double b) {
 #endif
 }
 
-// The bits of a double and back (no FP operation, so nothing to round or contract).
-FC_HOST_DEVICE FC_INLINE uint64_t bits_of(double x) {
-#if defined(__CUDA_ARCH__)
-  return static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return bits;
-#endif
-}
-FC_HOST_DEVICE FC_INLINE double double_of(uint64_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(static_cast<long long>(bits));
-#else
-  double x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-#endif
+// The bits of a value as another type of the same size (std::bit_cast, which nvcc's C++17
+// lacks; both compilers turn the copy into a register move). No FP operation, so nothing to
+// round or contract.
+template <typename To, typename From>
+FC_HOST_DEVICE FC_INLINE To bit_cast(From from) {
+  static_assert(sizeof(To) == sizeof(From));
+  To to;
+  memcpy(&to, &from, sizeof to);
+  return to;
 }
 
 // log(k) for an integer 1 <= k <= 2^24, from +, *, / only (libm differs between devices).
@@ -96,9 +87,9 @@ FC_HOST_DEVICE FC_INLINE double double_of(uint64_t bits) {
 // Box-Muller (cpu/feedback_rows.cpp) vectorises with this function inlined.
 FC_HOST_DEVICE FC_INLINE double log_of_int(uint32_t k) {
   // via int32: k <= 2^24, and int32 -> double has a CPU vector instruction, uint32 not
-  const uint64_t k_bits = bits_of(static_cast<double>(static_cast<int32_t>(k)));
+  const auto k_bits = bit_cast<uint64_t>(static_cast<double>(static_cast<int32_t>(k)));
   // k = m * 2^e with m in [1, 2)
-  double m = double_of((k_bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
+  double m = bit_cast<double>((k_bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
   const bool above = m > 1.4142135623730951;  // centre m on 1 so the series converges fast
   m = above ? mul(m, 0.5) : m;
   const double e = static_cast<double>(static_cast<int>(k_bits >> 52) - 1023 + above);
