@@ -30,10 +30,15 @@ __global__ void __launch_bounds__(projection::kThreads)
   const FeedbackTile tile{seed, dist, scale, 0, 0, rows, cols, false};
   const int64_t groups = feedback_tile_groups_per_row(tile);
   const int64_t total = rows * groups;
+  // Consecutive threads take consecutive groups of a row, or, when the output is column-major,
+  // the same group of consecutive rows: either way a warp's stores cover contiguous memory.
+  const bool down_columns = stride_r < stride_c;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += step) {
-    write_feedback_group(tile, idx / groups, idx % groups, out, stride_r, stride_c);
+    const int64_t row = down_columns ? idx % rows : idx / groups;
+    const int64_t group = down_columns ? idx / rows : idx % groups;
+    write_feedback_group(tile, row, group, out, stride_r, stride_c);
   }
 }
 
@@ -47,7 +52,10 @@ __global__ void __launch_bounds__(projection::kThreads, projection::kMinBlocksPe
                           int64_t stride_k, T* __restrict__ out, int64_t cols, uint64_t seed,
                           Dist dist, double scale, bool transpose) {
   using namespace projection;
-  __shared__ T x_tile[kDepth][kRows + 1];  // transposed, padded against bank conflicts
+  // Transposed. A warp stores 16 depths of 2 rows: with a row pitch of 2 mod 32 words (float)
+  // or odd in doubles (a double access is served per half-warp) the stores hit distinct banks.
+  constexpr int kXPitch = kRows + (sizeof(T) == 4 ? 2 : 1);
+  __shared__ T x_tile[kDepth][kXPitch];
   __shared__ T f_tile[kDepth][kCols];
 
   const int tid = threadIdx.x;
