@@ -61,11 +61,35 @@ def want_cuda():
     return torch.version.cuda is not None and cuda_home is not None
 
 
+# For a build host without a GPU: SASS for Turing, Ampere and Hopper (sm_86/89 run sm_80's),
+# plus compute_90 PTX that newer GPUs (sm_100, sm_120) compile when the library loads.
+FALLBACK_CUDA_ARCHS = "7.5;8.0;9.0+PTX"
+
+
+def cuda_arch_list(environ, gpus):
+    """TORCH_CUDA_ARCH_LIST for the CUDA build: the user's; else None when GPUs are visible
+    (`gpus`: their compute capabilities), so torch targets them with PTX for the newest;
+    else the fallback (with no GPU torch cannot infer a list and its build helper crashes)."""
+    if environ.get("TORCH_CUDA_ARCH_LIST"):
+        return environ["TORCH_CUDA_ARCH_LIST"]
+    return None if gpus else FALLBACK_CUDA_ARCHS
+
+
+def visible_gpus():
+    if not torch.cuda.is_available():
+        return []
+    return sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+
+
 with_cuda = want_cuda()
+cuda_archs = ""  # a CPU-only build exports no arch list for a later CUDA build to inherit
 if with_cuda:
-    # With no GPU present torch cannot infer the arch list and its build helper crashes.
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-cuda_archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else ""
+    gpus = visible_gpus()
+    cuda_archs = cuda_arch_list(os.environ, gpus)
+    if cuda_archs is None:
+        cuda_archs = "visible GPUs: " + ";".join(f"{major}.{minor}" for major, minor in gpus)
+    else:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_archs  # torch's build helper reads it there
 
 debug = os.environ.get("FASTCREDIT_DEBUG") == "1"
 # -ffp-contract=off: no FMA contraction, so seeded matrices are bit-identical on every device.

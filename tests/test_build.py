@@ -1,13 +1,17 @@
 """The extension's build: what build_info() reports, dispatcher registration, the CLI."""
 
 import json
+import os
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import setuptools
 import torch
+from torch.utils import cpp_extension
 
 import fastcredit
 
@@ -118,3 +122,59 @@ def test_cli_info_json_matches_build_info():
     # the releases the extension was built with
     assert info["torch_version"] == torch.__version__
     assert info["cuda_version"] == fastcredit.build_info()["cuda_version"]
+
+
+SETUP_PY = Path(__file__).resolve().parent.parent / "setup.py"
+
+
+def _run_setup_py(monkeypatch, env, *, torch_cuda=None, gpus=()):
+    """Executes setup.py's module code (setup() itself a no-op) under `env` and a torch that
+    claims CUDA version `torch_cuda` and visible GPUs `gpus`; returns (globals, environ)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("TORCH_CUDA_ARCH_LIST",
+                                                                 "FASTCREDIT_CUDA")}
+    environ.update(env)
+    monkeypatch.setattr(os, "environ", environ)
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: None)
+    monkeypatch.setattr(torch.version, "cuda", torch_cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(gpus))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: gpus[i])
+    return runpy.run_path(str(SETUP_PY), run_name="setup_under_test"), environ
+
+
+def test_cpu_only_build_exports_no_cuda_arch_list(monkeypatch):
+    namespace, environ = _run_setup_py(monkeypatch, {"FASTCREDIT_CUDA": "0"})
+    assert not namespace["with_cuda"]
+    assert namespace["cuda_archs"] == ""
+    assert "TORCH_CUDA_ARCH_LIST" not in environ  # a later CUDA build would inherit it
+
+
+def _cuda_build(monkeypatch, env=(), gpus=()):
+    probe, _ = _run_setup_py(monkeypatch, {"FASTCREDIT_CUDA": "0"})
+    if probe["cuda_home"] is None:
+        pytest.skip("no CUDA toolkit: setup.py cannot plan a CUDA build here")
+    # torch found no toolkit when it was imported under the CPU torch
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", probe["cuda_home"])
+    namespace, environ = _run_setup_py(monkeypatch, {"FASTCREDIT_CUDA": "1", **dict(env)},
+                                       torch_cuda="13.0", gpus=list(gpus))
+    assert namespace["with_cuda"]
+    return namespace, environ
+
+
+def test_gpu_less_cuda_build_falls_back_to_sass_and_compute_90_ptx(monkeypatch):
+    namespace, environ = _cuda_build(monkeypatch)
+    archs = environ["TORCH_CUDA_ARCH_LIST"].split(";")
+    # PTX for GPUs newer than the newest SASS (sm_100, sm_120); SASS for sm_75 to sm_90
+    assert archs[-1] == "9.0+PTX" and {"7.5", "8.0"} <= set(archs)
+    assert namespace["cuda_archs"] == environ["TORCH_CUDA_ARCH_LIST"]
+
+
+def test_cuda_build_with_a_gpu_lets_torch_pick_archs(monkeypatch):
+    namespace, environ = _cuda_build(monkeypatch, gpus=[(12, 0), (7, 5)])
+    assert "TORCH_CUDA_ARCH_LIST" not in environ  # torch targets the visible GPUs itself
+    assert namespace["cuda_archs"] == "visible GPUs: 7.5;12.0"
+
+
+def test_cuda_build_keeps_the_users_arch_list(monkeypatch):
+    _, environ = _cuda_build(monkeypatch, {"TORCH_CUDA_ARCH_LIST": "8.6"}, gpus=[(9, 0)])
+    assert environ["TORCH_CUDA_ARCH_LIST"] == "8.6"

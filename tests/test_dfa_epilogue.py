@@ -138,6 +138,46 @@ def test_opcheck(native_backend, dtype):
 
 
 # ---- bad input --------------------------------------------------------------------------------
+# ---- the CUDA kernels' column sums, in emulation -------------------------------------------------
+# Slabs of 128 rows each give a partial sum per column; a second kernel adds the slabs' partials.
+# FC_EMU_MAX_GRID_Y lowers grid.y (slabs per launch) so that blocks loop over several slabs.
+@pytest.mark.parametrize("n, d", [(1, 10), (1000, 10), (2500, 3), (300, 70)])
+def test_emulated_grad_bias_is_a_fixed_order_sum(monkeypatch, n, d):
+    import backends
+
+    epilogue = backends.get("cuda_emulated").op("dfa_backward_epilogue")
+    grad, pre = (t.float() for t in _inputs(n, d))
+    results = []
+    for max_grid_y in ("65535", "3", "1"):
+        monkeypatch.setenv("FC_EMU_MAX_GRID_Y", max_grid_y)
+        results.append(epilogue(grad, pre, "tanh"))
+    delta, grad_bias = results[0]
+    # the same bits however the slabs are spread over blocks: no order depends on scheduling
+    for other_delta, other_bias in results[1:]:
+        assert torch.equal(other_delta, delta) and torch.equal(other_bias, grad_bias)
+    want_delta, want_bias = fastcredit.dfa_backward_epilogue(grad, pre, "tanh")
+    assert torch.equal(delta, want_delta)  # one float32 product per entry on both
+    torch.testing.assert_close(grad_bias, want_bias, rtol=1e-5, atol=1e-5 * n**0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid"])
+def test_emulated_half_precision_matches_cpu(monkeypatch, dtype, activation):
+    import backends
+
+    monkeypatch.setenv("FC_EMU_MAX_GRID_Y", "2")
+    grad, pre = (t.to(dtype) for t in _inputs(700, 37))
+    delta, grad_bias = backends.get("cuda_emulated").op("dfa_backward_epilogue")(
+        grad, pre, activation)
+    want_delta, want_bias = fastcredit.dfa_backward_epilogue(grad, pre, activation)
+    assert delta.dtype == grad_bias.dtype == dtype
+    # products in float32 rounded once, as on the CPU; sums of unrounded float32 products,
+    # in another order, rounded once
+    assert torch.equal(delta, want_delta)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(grad_bias, want_bias, rtol=eps, atol=eps)
+
+
 @pytest.mark.parametrize("native", ["cpu", "cuda_emulated"])
 def test_rejects_bad_inputs_with_named_problem(native):
     import backends

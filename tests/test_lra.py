@@ -47,6 +47,22 @@ def test_lra_error_non_contiguous_and_half_precision(native_backend):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "relu6"])
+def test_lra_error_emulated_half_precision_matches_cpu_bit_for_bit(dtype, activation):
+    import backends
+
+    generator = torch.Generator().manual_seed(5)
+    a = (torch.randn(5, 67, generator=generator) * 3).to(dtype)
+    d = torch.randn(5, 67, generator=generator).to(dtype)
+    for error in ("gaussian", "cauchy"):
+        args = (a, d, 0.3, activation, error, True, 0.05)
+        got = backends.get("cuda_emulated").op("lra_error")(*args)
+        assert got.dtype == dtype
+        # float32 arithmetic on both, rounded once (tanh and sigmoid take another CPU path)
+        assert torch.equal(got, backends.get("cpu").op("lra_error")(*args)), error
+
+
 def test_lra_error_opcheck(native_backend):
     op = native_backend.library().lra_error
     for dtype in (torch.float32, torch.float64):

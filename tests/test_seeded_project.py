@@ -152,6 +152,34 @@ def test_peak_memory_is_a_tile_not_the_matrix():
     assert int(baseline.stdout.strip().splitlines()[-1]) > 900
 
 
+# ---- column tiles beyond the grid limit ---------------------------------------------------------
+# The CUDA kernel puts column tiles (64 columns) on grid.y, capped at 65535 blocks, and loops over
+# the rest; FC_EMU_MAX_GRID_Y lowers that cap in emulation so small shapes reach the loop.
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("max_grid_y", ["1", "2"])
+def test_emulated_loops_over_column_tiles_past_the_grid_limit(monkeypatch, max_grid_y, transpose):
+    import backends
+
+    emulated = backends.get("cuda_emulated").op("seeded_project")
+    x = _x(5, 19)
+    monkeypatch.setenv("FC_EMU_MAX_GRID_Y", max_grid_y)
+    cols = 5 * 64 + 3  # 6 column tiles, the last one partial
+    got = emulated(x, 4, cols, dist="normal", scale=0.5, transpose=transpose)
+    want = fastcredit.seeded_project(x, 4, cols, dist="normal", scale=0.5, transpose=transpose)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_accepts_more_cols_than_grid_y_times_the_tile_on_every_backend(monkeypatch):
+    import backends
+
+    monkeypatch.setenv("FC_EMU_MAX_GRID_Y", "7")  # the emulator runs one block at a time
+    cols = 65535 * 64 + 65  # was CUDA's limit, plus two column tiles
+    x = torch.zeros(1, 0)  # K = 0: every output is 0, no generation, fast even emulated
+    for native in ("cpu", "cuda_emulated"):
+        out = backends.get(native).op("seeded_project")(x, 1, cols)
+        assert out.shape == (1, cols) and torch.equal(out, torch.zeros(1, cols)), native
+
+
 # ---- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("native", ["cpu", "cuda_emulated"])
 def test_rejects_bad_inputs_with_named_problem(native):

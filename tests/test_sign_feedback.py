@@ -58,16 +58,32 @@ def test_lower_precisions_are_bit_exact(native_backend, dtype, mode):
     assert torch.equal(got, reference.sign_feedback(w, mode, scale=0.3, **kwargs))
 
 
-def test_cpu_and_emulated_cuda_kernels_agree_bit_for_bit():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_cpu_and_emulated_cuda_kernels_agree_bit_for_bit(dtype):
     import backends
 
     cpu, emulated = backends.get("cpu"), backends.get("cuda_emulated")
-    w = _weight((17, 3, 3))
+    w = _weight((17, 3, 3), dtype=dtype)  # 153 entries: vector packs and a scalar tail
     for mode in reference.SIGN_FEEDBACK_MODES:
         kwargs = _mode_kwargs(mode, w)
         a = cpu.op("sign_feedback")(w, mode, scale=0.5, dist="normal", **kwargs)
         b = emulated.op("sign_feedback")(w, mode, scale=0.5, dist="normal", **kwargs)
         assert torch.equal(a, b), mode
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_emulated_half_precision_rounds_the_magnitude_first(dtype):
+    import backends
+
+    # |m| * scale overflows to inf in the storage type, so a zero weight gives inf * 0 = NaN,
+    # as when computing in that type; finite magnitudes keep their sign rules.
+    big = torch.finfo(dtype).max
+    w = torch.tensor([[0.0, 1.0, -2.0, 0.0]], dtype=dtype)
+    m = torch.tensor([[big, big, 3.0, 3.0]], dtype=dtype)
+    for native in ("cpu", "cuda_emulated"):
+        got = backends.get(native).op("sign_feedback")(w, "stored", scale=4.0, magnitude=m)
+        assert torch.isnan(got[0, 0]) and got[0, 1] == float("inf"), native
+        assert got[0, 2:].tolist() == [-12.0, 0.0], native
 
 
 def test_sign_of_zero_is_zero_and_nan_propagates(native_backend):

@@ -6,8 +6,6 @@
 // -ffp-contract=off keeps FMA out of every version, so all of them give philox.h's bits.
 #include "cpu/feedback_rows.h"
 
-#include <cmath>
-#include <cstring>
 
 namespace fastcredit::cpu {
 namespace {
@@ -15,38 +13,13 @@ namespace {
 #define FC_CPU_MULTIVERSION \
   __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 
-// philox.h's normal_pair_from_bits(radius_words[p], angle_words[p], even[p], odd[p]),
-// rewritten without branches or data-dependent loops so that the compiler vectorises it. The
-// same IEEE operations run in the same order, so the bits are the same (checked against the
-// emulated CUDA kernels, which use philox.h itself).
+// philox.h's normal_pair_from_bits over arrays: with it inlined (no branch, no data-dependent
+// loop) the loop vectorises, and the bits are philox.h's own.
 FC_CPU_MULTIVERSION void normal_pairs(const uint32_t* __restrict__ radius_words,
                   const uint32_t* __restrict__ angle_words, int64_t pairs,
                   double* __restrict__ even, double* __restrict__ odd) {
-  using exact::add;
-  using exact::mul;
   for (int64_t p = 0; p < pairs; ++p) {
-    // log(u1), u1 = k / 2^24: exact::log_of_int with e and m read off the double k.
-    // int32 first: k <= 2^24, and int32 -> double has a vector instruction, uint32 not
-    const double k = static_cast<double>(static_cast<int32_t>((radius_words[p] >> 8) + 1u));
-    uint64_t k_bits;
-    std::memcpy(&k_bits, &k, sizeof k);
-    const uint64_t m_bits = (k_bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;
-    double m;
-    std::memcpy(&m, &m_bits, sizeof m);  // k / 2^e, e = floor(log2 k)
-    const bool above = m > 1.4142135623730951;
-    m = above ? m * 0.5 : m;
-    const double e = static_cast<double>(static_cast<int>(k_bits >> 52) - 1023 + above);
-    const double s = (m - 1.0) / (m + 1.0);
-    const double s2 = mul(s, s);
-    double series = 1.0 / 23.0;
-    for (int i = 21; i >= 1; i -= 2) series = add(mul(series, s2), 1.0 / i);
-    const double log_k = add(add(mul(e, 6.93147180369123816490e-01), mul(2.0, mul(s, series))),
-                             mul(e, 1.90821492927058770002e-10));
-    const double r = std::sqrt(mul(-2.0, add(log_k, -16.635532333438687)));
-    double sin_out, cos_out;
-    exact::sincos_2pi(angle_words[p] >> 8, sin_out, cos_out);
-    even[p] = mul(r, cos_out);
-    odd[p] = mul(r, sin_out);
+    normal_pair_from_bits(radius_words[p], angle_words[p], even[p], odd[p]);
   }
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cuda/launchers.h"
+#include "fastcredit/convert.h"
 #include "fastcredit/lra_error.h"
 #include "fastcredit/macros.h"
 
@@ -12,14 +13,16 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 4096;
 }  // namespace lra
 
-template <Activation A, LocalError E, typename T>
+// Computed in OpMath<T> (float for half precision), rounded to T once, like the CPU kernel.
+template <Activation A, LocalError E, typename T, typename Acc = OpMath<T>>
 __global__ void __launch_bounds__(lra::kThreads)
     lra_error_kernel(const T* __restrict__ a, const T* __restrict__ d, T* __restrict__ out,
-                     int64_t count, T beta, T slope, bool use_fprime) {
+                     int64_t count, Acc beta, Acc slope, bool use_fprime) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += step) {
-    out[i] = lra_error_unit<A, E, T>(a[i], d[i], beta, slope, use_fprime);
+    out[i] = value_as<T>(lra_error_unit<A, E, Acc>(value_as<Acc>(a[i]), value_as<Acc>(d[i]), beta,
+                                                  slope, use_fprime));
   }
 }
 
@@ -34,7 +37,8 @@ cudaError_t launch_lra_error(const T* a, const T* d, T* out, int64_t count, doub
       // parentheses keep the template argument commas out of the macro's argument list
       FC_LAUNCH(dim3(static_cast<unsigned>(blocks)), dim3(lra::kThreads), 0, stream,
                 (lra_error_kernel<decltype(act)::value, decltype(err)::value, T>))
-      (a, d, out, count, static_cast<T>(beta), static_cast<T>(negative_slope), use_fprime);
+      (a, d, out, count, static_cast<OpMath<T>>(beta), static_cast<OpMath<T>>(negative_slope),
+       use_fprime);
     });
   });
   return cudaGetLastError();

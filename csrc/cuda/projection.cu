@@ -8,7 +8,7 @@ namespace fastcredit::cuda {
                                                Dist, double, cudaStream_t);                    \
   template cudaError_t launch_seeded_project<T>(const T*, int64_t, int64_t, int64_t, int64_t,  \
                                                 T*, int64_t, uint64_t, Dist, double, bool,     \
-                                                cudaStream_t);
+                                                cudaStream_t, unsigned);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 #undef FC_INSTANTIATE

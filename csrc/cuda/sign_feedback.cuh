@@ -15,7 +15,7 @@ constexpr int kThreads = 256;
 constexpr int kBlocksMax = 4096;
 }  // namespace sign_feedback_config
 
-// Grid-stride. Seeded modes: one group of four consecutive entries of a row per thread and
+// Grid-stride, computing in OpMath<T> (float for half precision) like the CPU kernel. Seeded modes: one group of four consecutive entries of a row per thread and
 // iteration (one Philox block each). Unseeded modes: over the flat array, one Pack16 of entries
 // per thread and iteration when the pointers allow 16-byte accesses (then one entry each for
 // the tail), else one entry (a warp reads and writes consecutive elements; no index division).
@@ -24,6 +24,7 @@ __global__ void __launch_bounds__(sign_feedback_config::kThreads)
     sign_feedback_kernel(const T* __restrict__ w, const T* __restrict__ magnitude,
                          T* __restrict__ out, int64_t rows, int64_t cols, Magnitude kind,
                          uint64_t seed, Dist dist, double scale, bool vector) {
+  using Acc = OpMath<T>;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (kind != Magnitude::kSeeded) {
@@ -40,21 +41,21 @@ __global__ void __launch_bounds__(sign_feedback_config::kThreads)
         Pack result;
 #pragma unroll
         for (int j = 0; j < Pack::kSize; ++j) {
-          result.v[j] = unseeded_sign_feedback<T, T>(wv.v, mv.v, j, kind, scale);
+          result.v[j] = unseeded_sign_feedback<T, Acc>(wv.v, mv.v, j, kind, scale);
         }
         reinterpret_cast<Pack*>(out)[p] = result;
       }
       scalar_begin = packs * Pack::kSize;
     }
     for (int64_t i = scalar_begin + first; i < count; i += step) {
-      out[i] = unseeded_sign_feedback<T, T>(w, magnitude, i, kind, scale);
+      out[i] = unseeded_sign_feedback<T, Acc>(w, magnitude, i, kind, scale);
     }
     return;
   }
   const int64_t groups = (cols + 3) / 4;
   const int64_t total = rows * groups;
   for (int64_t idx = first; idx < total; idx += step) {
-    seeded_sign_feedback_group<T>(w, out, idx / groups, idx % groups, cols, seed, dist, scale);
+    seeded_sign_feedback_group<T, Acc>(w, out, idx / groups, idx % groups, cols, seed, dist, scale);
   }
 }
 

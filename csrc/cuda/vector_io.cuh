@@ -1,5 +1,5 @@
 // 16-byte vector accesses for the elementwise kernels: one load or store instruction moves a
-// Pack16 (4 floats or 2 doubles), so a warp covers 512 contiguous bytes per instruction
+// Pack16 (8 halves, 4 floats or 2 doubles), so a warp covers 512 contiguous bytes per instruction
 // instead of 128 (float) or 256 (double), with a quarter (half) of the memory instructions.
 #pragma once
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "convert.h"
 #include "macros.h"
 #include "philox.h"
 
@@ -33,6 +34,13 @@ FC_HOST_DEVICE FC_INLINE T signed_magnitude(T w, T m) {
   return w != w ? w : r;
 }
 
+// signed_magnitude for storage type T computed in Acc: the magnitude is rounded to T first,
+// as when computing in T itself (so w = 0 with a magnitude that overflows T still gives NaN).
+template <typename T, typename Acc>
+FC_HOST_DEVICE FC_INLINE T signed_magnitude_in(T w, Acc m) {
+  return value_as<T>(signed_magnitude(value_as<Acc>(w), value_as<Acc>(value_as<T>(m))));
+}
+
 // Entry i of B in the unseeded modes, which do not depend on where i lies in W: kScalar ->
 // scale; kStored -> |magnitude[i]| * scale rounded to T after an Acc (opmath) product.
 template <typename T, typename Acc>
@@ -40,16 +48,16 @@ FC_HOST_DEVICE FC_INLINE T unseeded_sign_feedback(const T* __restrict__ w,
                                                   const T* __restrict__ magnitude, int64_t i,
                                                   Magnitude kind, double scale) {
   if (kind == Magnitude::kScalar) {
-    return signed_magnitude(w[i], static_cast<T>(static_cast<Acc>(scale)));
+    return signed_magnitude_in<T, Acc>(w[i], static_cast<Acc>(scale));
   }
-  const Acc abs_m = static_cast<Acc>(fabs(static_cast<double>(magnitude[i])));
-  return signed_magnitude(w[i], static_cast<T>(abs_m * static_cast<Acc>(scale)));
+  const Acc abs_m = static_cast<Acc>(fabs(static_cast<double>(value_as<Acc>(magnitude[i]))));
+  return signed_magnitude_in<T, Acc>(w[i], abs_m * static_cast<Acc>(scale));
 }
 
 // The seeded modes: writes out[row, 4 * group + lane] = sign(W) * |scale * F(seed)[row, col]|
-// (computed in double, rounded to T) for the lanes inside [0, cols) of the contiguous
-// [rows, cols] view of W; one Philox block per call.
-template <typename T>
+// (computed in double, rounded to Acc and then to T, as the CPU kernel rounds) for the lanes
+// inside [0, cols) of the contiguous [rows, cols] view of W; one Philox block per call.
+template <typename T, typename Acc>
 FC_HOST_DEVICE FC_INLINE void seeded_sign_feedback_group(const T* __restrict__ w,
                                                          T* __restrict__ out, int64_t row,
                                                          int64_t group, int64_t cols,
@@ -62,7 +70,7 @@ FC_HOST_DEVICE FC_INLINE void seeded_sign_feedback_group(const T* __restrict__ w
     const int64_t col = group * 4 + lane;
     if (col >= cols) break;
     const int64_t idx = row * cols + col;
-    out[idx] = signed_magnitude(w[idx], static_cast<T>(fabs(seeded[lane])));
+    out[idx] = signed_magnitude_in<T, Acc>(w[idx], static_cast<Acc>(fabs(seeded[lane])));
   }
 }
 

@@ -5,6 +5,9 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
+
 // clang-format off: the emulation header must come before any kernel source
 #include "cuda_emu.h"
 #include "cuda/lra.cuh"
@@ -18,46 +21,31 @@
 namespace fastcredit {
 namespace {
 
-void feedback_fill_emu(at::Tensor& out, int64_t seed, const std::string& dist, double scale) {
-  device::feedback_fill(out, seed, dist, scale, nullptr);
-}
-
-at::Tensor seeded_project_emu(const at::Tensor& x, int64_t seed, int64_t cols,
-                              const std::string& dist, double scale, bool transpose) {
-  return device::seeded_project(x, seed, cols, dist, scale, transpose, nullptr);
-}
-
-at::Tensor lra_error_emu(const at::Tensor& a, const at::Tensor& d, double beta,
-                         const std::string& activation, const std::string& error,
-                         bool use_fprime, double negative_slope) {
-  return device::lra_error(a, d, beta, activation, error, use_fprime, negative_slope, nullptr);
-}
-
-at::Tensor sign_feedback_emu(const at::Tensor& weight, const std::string& mode, double scale,
-                             const std::optional<at::Tensor>& magnitude, int64_t seed,
-                             const std::optional<at::Tensor>& step, const std::string& dist) {
-  return device::sign_feedback(weight, mode, scale, magnitude, seed, step, dist, nullptr);
-}
-
-std::tuple<at::Tensor, at::Tensor> dfa_backward_epilogue_emu(const at::Tensor& grad,
-                                                             const at::Tensor& saved,
-                                                             const std::string& activation,
-                                                             double negative_slope,
-                                                             bool saved_is_output) {
-  return device::dfa_backward_epilogue(grad, saved, activation, negative_slope, saved_is_output,
-                                       nullptr);
-}
+// device_ops.h's Context for the emulation, whose device is the CPU. Like a CUDAGuard given a
+// tensor of another device, it fails with an internal assert: a mixed-device call that builds
+// the context before checking its arguments shows up in the tests. FC_EMU_MAX_GRID_Y lowers
+// the grid.y limit so tests reach the kernels' loops over grid.y with small shapes.
+struct EmuContext {
+  explicit EmuContext(at::Device device) {
+    TORCH_INTERNAL_ASSERT(device.is_cpu(), "emulated device context built for ", device);
+  }
+  cudaStream_t stream() const { return nullptr; }
+  unsigned max_grid_y() const {
+    const char* limit = std::getenv("FC_EMU_MAX_GRID_Y");
+    return limit ? static_cast<unsigned>(std::stoul(limit)) : cuda::kMaxGridY;
+  }
+};
 
 }  // namespace
 
 TORCH_LIBRARY(fastcredit_emu, m) { define_op_schemas(m); }
 
 TORCH_LIBRARY_IMPL(fastcredit_emu, CPU, m) {
-  m.impl("feedback_fill_", &feedback_fill_emu);
-  m.impl("seeded_project", &seeded_project_emu);
-  m.impl("lra_error", &lra_error_emu);
-  m.impl("sign_feedback", &sign_feedback_emu);
-  m.impl("dfa_backward_epilogue", &dfa_backward_epilogue_emu);
+  m.impl("feedback_fill_", &device::feedback_fill<EmuContext>);
+  m.impl("seeded_project", &device::seeded_project<EmuContext>);
+  m.impl("lra_error", &device::lra_error<EmuContext>);
+  m.impl("sign_feedback", &device::sign_feedback<EmuContext>);
+  m.impl("dfa_backward_epilogue", &device::dfa_backward_epilogue<EmuContext>);
 }
 
 }  // namespace fastcredit

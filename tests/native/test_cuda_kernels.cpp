@@ -66,15 +66,16 @@ static void check_feedback_fill(int64_t rows, int64_t cols, Dist dist) {
 }
 
 template <typename T>
-static void check_seeded_project(int64_t n, int64_t k, int64_t cols, bool transpose, Dist dist) {
+static void check_seeded_project(int64_t n, int64_t k, int64_t cols, bool transpose, Dist dist,
+                                 unsigned max_grid_y = cuda::kMaxGridY) {
   // x is the transpose of a [k, n] buffer: strides (1, n), as for a non-contiguous input.
   std::vector<T> x_host(n * k);
   for (size_t i = 0; i < x_host.size(); ++i) x_host[i] = static_cast<T>(std::sin(0.7 * i + 0.1));
   T* x = device_copy(x_host);
   T* out = nullptr;
   cudaMalloc(reinterpret_cast<void**>(&out), n * cols * sizeof(T));
-  if (cuda::launch_seeded_project(x, n, k, 1, n, out, cols, 5, dist, 1.5, transpose, nullptr) !=
-      cudaSuccess)
+  if (cuda::launch_seeded_project(x, n, k, 1, n, out, cols, 5, dist, 1.5, transpose, nullptr,
+                                  max_grid_y) != cudaSuccess)
     ++failures;
   const std::vector<T> got = host_copy(out, n * cols);
   const double tol = sizeof(T) == 8 ? 1e-12 : 1e-5;
@@ -165,7 +166,8 @@ static void check_sign_feedback(int64_t rows, int64_t cols, Magnitude kind, Dist
 }
 
 template <typename T>
-static void check_dfa_backward_epilogue(int64_t n, int64_t d, Activation act, bool from_output) {
+static void check_dfa_backward_epilogue(int64_t n, int64_t d, Activation act, bool from_output,
+                                        unsigned max_grid_y = cuda::kMaxGridY) {
   // grad is the transpose of a [d, n] buffer (strides 1, n); saved is row-major and holds the
   // pre-activation x, or f(x) when from_output.
   std::vector<T> grad_host(n * d), x_host(n * d), saved_host(n * d);
@@ -186,7 +188,8 @@ static void check_dfa_backward_epilogue(int64_t n, int64_t d, Activation act, bo
   const int64_t ws = cuda::dfa_epilogue_workspace_size(n, d);
   if (ws) cudaMalloc(reinterpret_cast<void**>(&workspace), ws * sizeof(T));
   if (cuda::launch_dfa_backward_epilogue(grad, 1, n, saved, d, 1, n, d, act, 0.2, from_output,
-                                         delta, bias, workspace, nullptr) != cudaSuccess)
+                                         delta, bias, workspace, nullptr, max_grid_y) !=
+      cudaSuccess)
     ++failures;
   const std::vector<T> got_delta = host_copy(delta, n * d);
   const std::vector<T> got_bias = host_copy(bias, d);
@@ -223,6 +226,8 @@ int main() {
   check_seeded_project<double>(3, 33, 70, true, Dist::kUniform);
   check_seeded_project<float>(65, 1, 3, false, Dist::kRademacher);
   check_seeded_project<float>(1, 20, 129, true, Dist::kNormal);
+  // grid.y (column tiles) capped below the tile count: blocks loop over column tiles
+  check_seeded_project<double>(3, 17, 200, false, Dist::kNormal, 2);
   check_lra_error<double>(Activation::kTanh, LocalError::kGaussian, false);
   check_lra_error<float>(Activation::kSign, LocalError::kCauchy, true);
   check_lra_error<double>(Activation::kSoftplus, LocalError::kCauchy, true);
@@ -241,6 +246,8 @@ int main() {
   // Three row slabs (workspace + column-sum kernel), two column blocks, and the empty cases.
   check_dfa_backward_epilogue<double>(260, 37, Activation::kGelu, false);
   check_dfa_backward_epilogue<float>(131, 33, Activation::kTanh, true);
+  // grid.y (slabs) capped below the slab count: blocks loop over slabs
+  check_dfa_backward_epilogue<double>(600, 10, Activation::kRelu, false, 2);
   check_dfa_backward_epilogue<float>(0, 3, Activation::kTanh, false);
   check_dfa_backward_epilogue<float>(4, 0, Activation::kTanh, false);
   if (cudaGetLastError() != cudaSuccess) ++failures;
