@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from resnet import TinyResNet
 from torch import nn
 
 import fastcredit
@@ -228,3 +229,12 @@ def test_presets_reject_contradicting_options_and_reach_convert():
     output = model[9].dfa_output
     assert (output.preset, output.feedback, output.normalization, output.error_scale) == (
         "nokland2016", "seeded", "nokland2016", "batch")
+
+
+def test_residual_blocks_stay_whole_and_the_last_point_moves_to_the_pool_before_the_head():
+    moved = fastcredit.convert(TinyResNet(), "dfa").conversion_report
+    kept = fastcredit.convert(TinyResNet(), "dfa",
+                              placement="after_activation").conversion_report
+    assert [e.path for e in moved.converted] == ["relu", "layer1.0", "layer1.1", "avgpool", "fc"]
+    assert [e.path for e in kept.converted] == ["relu", "layer1.0", "layer1.1", "layer2.0", "fc"]
+    assert moved.blocks["avgpool"] == kept.blocks["layer2.0"]  # the same layers, one block
