@@ -113,8 +113,9 @@ DFA_BLOCKS = {
     "relu": ["conv1", "bn1"],
     "layer1.0": ["layer1.0.conv1", "layer1.0.bn1", "layer1.0.conv2", "layer1.0.bn2"],
     "layer1.1": ["layer1.1.conv1", "layer1.1.bn1", "layer1.1.conv2", "layer1.1.bn2"],
-    "layer2.0": ["layer2.0.conv1", "layer2.0.bn1", "layer2.0.conv2", "layer2.0.bn2",
-                 "layer2.0.downsample.0", "layer2.0.downsample.1"],
+    # the last residual block's point moves on to the pool before the head
+    "avgpool": ["layer2.0.conv1", "layer2.0.bn1", "layer2.0.conv2", "layer2.0.bn2",
+                "layer2.0.downsample.0", "layer2.0.downsample.1"],
     "output": ["fc"],
 }
 
@@ -127,9 +128,9 @@ def test_dfa_points_follow_the_stem_and_every_residual_block_and_match_a_hand_co
     fastcredit.convert(model, "dfa")
     report = model.conversion_report
     assert report.blocks == DFA_BLOCKS
-    assert [e.path for e in report.converted] == ["relu", "layer1.0", "layer1.1", "layer2.0", "fc"]
+    assert [e.path for e in report.converted] == ["relu", "layer1.0", "layer1.1", "avgpool", "fc"]
     assert "num_outputs=5" in report.converted[-1].note
-    assert {e.path for e in report.unchanged} >= {"conv1", "bn1", "avgpool", "layer1.0.relu"}
+    assert {e.path for e in report.unchanged} >= {"conv1", "bn1", "layer1.0.relu"}
     assert all(p is params[n] for n, p in model.named_parameters())
     assert torch.equal(model(x), reference(x))
     got, got_x = _grads(model, x, y)
@@ -146,7 +147,7 @@ def test_dfa_points_follow_the_stem_and_every_residual_block_and_match_a_hand_co
     loss = F.cross_entropy(logits, y)
     (e,) = torch.autograd.grad(loss, logits, retain_graph=True)
     points = fastcredit.nn.dfa_points(model)
-    for point, path in zip(points, ["relu", "layer1.0", "layer1.1", "layer2.0"]):
+    for point, path in zip(points, ["relu", "layer1.0", "layer1.1", "avgpool"]):
         h = outputs[path]
         signal = (e @ point.feedback_matrix(dtype=torch.float64)).view_as(h)
         names = [f"{m}.{p}" for m in DFA_BLOCKS[path]

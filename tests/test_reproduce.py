@@ -64,6 +64,10 @@ def test_bottleneck_runs_restrict_layer_two_and_probe_tanh_outputs():
         assert isinstance(bottleneck, Bottleneck)
         b = run.info["b"]  # of 800 units: b/800 of each parameter's entries train
         assert bottleneck.trainable_entries() == {"weight": 800 * b, "bias": b}
+        output = model[7].dfa_output  # Launay's feedback: one matrix, softmax - onehot
+        assert (output.preset, output.feedback, output.error_scale) == (
+            "launay2019", "shared", "batch")
+        assert [e.path for e in model.conversion_report.converted] == [*run.probe, "7"]
         report = diagnostics.alignment(model, dataset.x_test, dataset.y_test, modules=run.probe)
         assert set(report) == set(run.probe)
         for row in report.values():  # a DFA signal: a cosine, but not backprop's gradient

@@ -24,6 +24,20 @@ The model is changed in place and returned; its report is the returned model's
     feedback its point receives. Cutting inside a residual block would send feedback to its
     first half while its skip path still carried the gradient, mixing two rules.
 
+  Where the point goes (``placement``):
+
+  - ``"before_weights"`` (default): after the last module before the next weight layer (or
+    block), so the pooling, dropout, normalisation and activations in between belong to the
+    block and carry its feedback back by autograd: conv → tanh → maxpool → conv gets its
+    point after the maxpool, as Nøkland 2016's, Launay 2019's and TinyDFA's code deliver it
+    (B_l then spans the pooled map). A trailing ``nn.Flatten``/``nn.Unflatten``/
+    ``nn.Identity`` is not crossed: it changes no value, so the dense feedback is the same
+    before or after it, and before it the point keeps the map's shape for
+    ``spatial="shared"``. A residual block followed by a pool and the head gets its point
+    after the pool.
+  - ``"after_activation"``: on the boundary itself (the activation's or the block's
+    output), before any pooling: another DFA variant (B_l over the unpooled map).
+
   Boundaries with no weight layer after them are ignored. The output block (everything after
   the last boundary) must hold exactly one Linear/Conv layer, the head, whose output the
   :class:`~fastcredit.nn.DFAOutput` follows; ``num_outputs`` defaults to the head's
@@ -63,10 +77,11 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
     ``feedback_scale``, ``feedback_dist`` (with ``seed``, layer i gets a seed derived from
     (seed, i); without, each layer draws its own from torch's generator). dfa takes
     :class:`~fastcredit.nn.DFAOutput`'s ``num_outputs``, ``feedback``, ``normalization``,
-    ``dist``, ``scale``, ``signal`` ("error" or "sign"), ``batch_dims``, ``seed`` and the
-    points' ``spatial``. lra takes ``beta``, ``gamma``, ``error``, ``use_fprime``,
-    ``refine_steps``, ``clip_direction``, ``clip_update``, ``feedback_std`` and the output's
-    ``loss_reduction``.
+    ``dist``, ``scale``, ``signal`` ("error" or "sign"), ``batch_dims``, ``seed``,
+    ``error_scale`` and ``preset`` (e.g. ``preset="launay2019"``), the points' ``spatial`` and
+    ``placement`` (``"before_weights"`` or ``"after_activation"``, above). lra takes ``beta``,
+    ``gamma``, ``error``, ``use_fprime``, ``refine_steps``, ``clip_direction``,
+    ``clip_update``, ``feedback_std`` and the output's ``loss_reduction``.
     """
     check_choice("method", method, METHODS)
     unknown = sorted(set(options) - set(_OPTIONS[method]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._spec import check_choice
 from ..nn import DFAOutput, DFAPoint
 from ._common import (
     ACTIVATIONS,
@@ -19,7 +20,9 @@ from ._common import (
 )
 
 OPTIONS = ("num_outputs", "feedback", "normalization", "dist", "scale", "signal", "batch_dims",
-           "seed", "spatial")
+           "seed", "spatial", "error_scale", "preset", "placement")
+PLACEMENTS = ("before_weights", "after_activation")
+RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
 
 
 def _through_point(module: nn.Module, inputs, output):
@@ -42,7 +45,9 @@ def _through_output(module: nn.Module, inputs, output):
     return module.dfa_output(output)
 
 
-def _block_boundaries(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The children of the root and of containers (opened recursively), in registration
+    order: the sequence convert reads the network's layers from."""
     found = []
 
     def scan(container: nn.Module, prefix: str) -> None:
@@ -52,14 +57,44 @@ def _block_boundaries(model: nn.Module) -> list[tuple[str, nn.Module]]:
             path = join(prefix, name)
             if isinstance(child, CONTAINERS):
                 scan(child, path)
-            elif isinstance(child, ACTIVATIONS) or (
-                    not is_weight_layer(child)
-                    and any(is_weight_layer(m) for m in child.modules())):
+            else:
                 found.append((path, child))
 
-    if isinstance(model, ACTIVATIONS) or is_weight_layer(model):
-        return found
-    scan(model, "")
+    if not (isinstance(model, ACTIVATIONS) or is_weight_layer(model)):
+        scan(model, "")
+    return found
+
+
+def _holds_weights(module: nn.Module) -> bool:
+    return any(is_weight_layer(m) for m in module.modules())
+
+
+def _block_boundaries(model: nn.Module, placement: str) -> list[tuple[str, nn.Module]]:
+    """Where the points go. A block ends at an activation module or at a module holding
+    weight layers (a residual block: cutting inside it would feed its first half by DFA
+    while its shortcut carried the true gradient). With ``"before_weights"`` the point moves
+    on over the modules that follow (pooling, dropout, normalisation, further activations)
+    up to the next weight layer, as Nøkland's, Launay's and TinyDFA's code place it; it
+    stops before a trailing pure reshape (Flatten, Unflatten, Identity), which changes no
+    value: the dense feedback is then the same, and the point keeps the map's shape for
+    ``spatial="shared"``."""
+    leaves = _leaves(model)
+    found: list[tuple[str, nn.Module]] = []
+    for i, (path, module) in enumerate(leaves):
+        if not (isinstance(module, ACTIVATIONS)
+                or (not is_weight_layer(module) and _holds_weights(module))):
+            continue
+        if placement == "before_weights":
+            run = [(path, module)]
+            for later in leaves[i + 1:]:
+                if is_weight_layer(later[1]) or _holds_weights(later[1]) or isinstance(
+                        later[1], FASTCREDIT):
+                    break
+                run.append(later)
+            path, module = next(leaf for leaf in reversed(run)
+                                if not isinstance(leaf[1], RESHAPES))
+        if not found or found[-1][1] is not module:
+            found.append((path, module))
     return found
 
 
@@ -68,13 +103,15 @@ def convert_dfa(model, report, options) -> None:
     if options.get("signal") == "target":
         raise ValueError("convert(method='dfa') cannot use signal='target': DRTP needs the labels "
                          "in the output call; build DFAOutput(..., signal='target') by hand")
+    placement = options.get("placement", "before_weights")
+    check_choice("placement", placement, PLACEMENTS)
     order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
     last_descendant = {id(module): max(order[id(m)] for m in module.modules())
                        for module in model.modules()}
     weight_layers = [(p, m) for p, m in model.named_modules() if is_weight_layer(m)]
     if not weight_layers:
         raise ValueError("convert(method='dfa'): the model has no Linear or Conv layer")
-    boundaries = [(p, m) for p, m in _block_boundaries(model)
+    boundaries = [(p, m) for p, m in _block_boundaries(model, placement)
                   if any(order[id(w)] > last_descendant[id(m)] for _, w in weight_layers)]
     if not boundaries:
         raise ValueError(
@@ -89,7 +126,8 @@ def convert_dfa(model, report, options) -> None:
             "place fastcredit.nn.DFAPoint modules by hand")
     head_path = tail[0]
     head = model.get_submodule(head_path)
-    dfa_options = {k: v for k, v in options.items() if k not in ("num_outputs", "spatial")}
+    dfa_options = {k: v for k, v in options.items()
+                   if k not in ("num_outputs", "spatial", "placement")}
     num_outputs = options.get("num_outputs")
     if num_outputs is None:
         if not isinstance(head, nn.Linear):
@@ -119,7 +157,9 @@ def convert_dfa(model, report, options) -> None:
         end = last_descendant[id(module)]
         report.blocks[path] = [p for p, m in owners if start < order[id(m)] <= end]
         start = end
-        what = "activation" if isinstance(module, ACTIVATIONS) else "block"
+        what = ("activation" if isinstance(module, ACTIVATIONS)
+                else "block" if _holds_weights(module)
+                else "module (the last before the next weight layer)")
         report.converted.append(Entry(path, type(module).__name__,
                                       f"DFA point after this {what}'s output"))
     report.blocks["output"] = [p for p, m in owners if order[id(m)] > start]

@@ -9,8 +9,8 @@ emulation.
 
 from .bottleneck import Bottleneck
 from .linear import DFALinear
-from .output import FEEDBACK_MODES, NORMALIZATIONS, SIGNALS, DFAOutput
+from .output import ERROR_SCALES, FEEDBACK_MODES, NORMALIZATIONS, PRESETS, SIGNALS, DFAOutput
 from .point import SPATIAL_MODES, DFAPoint, dfa_points
 
-__all__ = ["FEEDBACK_MODES", "NORMALIZATIONS", "SIGNALS", "SPATIAL_MODES", "Bottleneck",
-           "DFALinear", "DFAOutput", "DFAPoint", "dfa_points"]
+__all__ = ["ERROR_SCALES", "FEEDBACK_MODES", "NORMALIZATIONS", "PRESETS", "SIGNALS",
+           "SPATIAL_MODES", "Bottleneck", "DFALinear", "DFAOutput", "DFAPoint", "dfa_points"]

@@ -42,9 +42,46 @@ from .point import DFAPoint, as_point
 FEEDBACK_MODES = ("seeded", "stored", "shared")
 NORMALIZATIONS = ("launay2019", "tinydfa", "nokland2016", "none")
 SIGNALS = ("error", "sign", "target")
+ERROR_SCALES = ("loss", "batch")
 # The distribution each normalisation was published with.
 _DEFAULT_DIST = {"launay2019": "normal", "tinydfa": "uniform", "nokland2016": "uniform",
                  "none": "uniform"}
+# What each paper's code fixes (ALGORITHMS.md §3.4, §4.1, §5): matrix structure,
+# normalisation, distribution, error scale.
+PRESETS = {
+    # dfa-torch: one ErrorFeedback module (own matrix) per point, uniform ±1/sqrt(d_l); its
+    # default criterion's error sigmoid(a) - Y is not divided by the batch.
+    "nokland2016": {"feedback": "seeded", "normalization": "nokland2016", "dist": "uniform",
+                    "error_scale": "batch"},
+    # dfatools: one N(0, 1/(C*D_max)) matrix, point l takes its first d_l columns times
+    # sqrt(D_max/d_l); it projects softmax - onehot (no 1/N).
+    "launay2019": {"feedback": "shared", "normalization": "launay2019", "dist": "normal",
+                   "error_scale": "batch"},
+    # TinyDFA: one uniform [-1, 1) matrix, prefixes, 1/sqrt(D_max); it projects the gradient
+    # that reaches the output op (with the loss's own 1/N).
+    "tinydfa": {"feedback": "shared", "normalization": "tinydfa", "dist": "uniform",
+                "error_scale": "loss"},
+}
+_DEFAULTS = {"feedback": "seeded", "normalization": "launay2019", "error_scale": "loss"}
+
+
+def resolve_preset(preset: str | None, **given) -> dict:
+    """The options ``feedback``, ``normalization``, ``dist`` and ``error_scale`` that
+    ``preset`` fixes (or the defaults), with ``given`` ones (None = not given) filled in.
+    ValueError for an unknown preset or a given option that contradicts it."""
+    if preset is None:
+        resolved = {k: _DEFAULTS[k] if v is None else v
+                    for k, v in given.items() if k != "dist"}
+        resolved["dist"] = given["dist"]
+        return resolved
+    check_choice("preset", preset, tuple(PRESETS))
+    fixed = PRESETS[preset]
+    for key, value in given.items():
+        if value is not None and value != fixed[key]:
+            raise ValueError(
+                f"preset {preset!r} fixes {key}={fixed[key]!r}, got {key}={value!r}: drop the "
+                f"option, or spell the preset's options out without it ({fixed})")
+    return dict(fixed)
 
 
 class _Deliver(torch.autograd.Function):
@@ -91,6 +128,16 @@ class DFAOutput(nn.Module):
     learning rate tuned for ``"error"`` transfers. The output block itself always gets its
     true gradient e.
 
+    ``error_scale`` sets the scale of ``s`` (never of the output block's gradient):
+
+    - ``"loss"`` (default): as above; with a mean loss, ``s`` carries its 1/rows (TinyDFA).
+    - ``"batch"``: ``s`` as above times ``rows`` (``sign(e)``, ``-onehot`` for the other
+      signals). With a mean cross-entropy, ``s = softmax - onehot`` per row: the error
+      Launay 2019's and Nøkland 2016's code project. Linear in the loss (a loss scaled by k
+      gives k times ``s``: nothing is renormalised). At the same learning rate, plain SGD
+      moves the hidden blocks ``rows`` times more than with ``"loss"``; Adam and RMSprop,
+      invariant to a gradient's scale but for their eps, hardly change.
+
     Feedback matrices (``B_l = factor_l * R_l``, ``R_l`` with entries from ``dist``):
 
     - ``feedback="seeded"`` (default): ``R_l = F(seed_l)[:C, :d_l]``, regenerated tile by tile
@@ -112,6 +159,22 @@ class DFAOutput(nn.Module):
       ``±1/sqrt(d_l)``.
     - ``"none"`` (uniform): 1.
 
+    ``preset`` fixes ``feedback``, ``normalization``, ``dist`` and ``error_scale`` as a
+    paper's code has them (ALGORITHMS.md §3.4, §4.1, §5); passing one of those too raises
+    ValueError unless it agrees:
+
+    - ``"nokland2016"`` (dfa-torch): ``"seeded"`` (an independent matrix per point),
+      ``"nokland2016"``, uniform, ``"batch"``. dfa-torch's default criterion is a sigmoid
+      cross-entropy summed over classes; its error ``sigmoid(a) - Y`` is what a loss averaged
+      over rows (summed over classes) gives here.
+    - ``"launay2019"`` (dfatools): ``"shared"`` (one matrix, point l its first d_l columns),
+      ``"launay2019"``, normal, ``"batch"``: with a mean cross-entropy every point receives
+      ``(softmax - onehot) @ B_full[:, :d_l] * sqrt(D_max/d_l)``, ``B_full`` N(0, 1/(C D_max)).
+    - ``"tinydfa"`` (TinyDFA): ``"shared"``, ``"tinydfa"``, uniform, ``"loss"``.
+
+    Without a preset the defaults are ``"seeded"``, ``"launay2019"`` and ``"loss"``: Launay's
+    normalisation, but independent matrices and the loss's own scale.
+
     ``D_max`` is the largest ``d_l``. The geometry (every ``d_l``) is fixed by the first
     forward that records all points, and kept in the ``point_features`` buffer; ``seed``,
     ``point_features`` and stored matrices are buffers, so ``state_dict()`` round-trips.
@@ -122,6 +185,11 @@ class DFAOutput(nn.Module):
         num_outputs: C, the number of output features per row.
         batch_dims: dims of the output that index rows (e.g. ``(0, 1)`` for [N, T, vocab]).
         seed: base seed; default drawn from torch's global generator.
+        error_scale: ``"loss"`` or ``"batch"`` (above).
+        preset: ``"nokland2016"``, ``"launay2019"`` or ``"tinydfa"`` (above), or None.
+
+    Raises:
+        ValueError: an unknown option value, or an option that contradicts ``preset``.
     """
 
     def __init__(
@@ -129,18 +197,25 @@ class DFAOutput(nn.Module):
         points: Iterable[nn.Module],
         num_outputs: int,
         *,
-        feedback: str = "seeded",
-        normalization: str = "launay2019",
+        feedback: str | None = None,
+        normalization: str | None = None,
         dist: str | None = None,
         scale: float = 1.0,
         signal: str = "error",
         batch_dims: Sequence[int] = (0,),
         seed: int | None = None,
+        error_scale: str | None = None,
+        preset: str | None = None,
     ):
         super().__init__()
+        options = resolve_preset(preset, feedback=feedback, normalization=normalization,
+                                 dist=dist, error_scale=error_scale)
+        feedback, normalization = options["feedback"], options["normalization"]
+        dist, error_scale = options["dist"], options["error_scale"]
         check_choice("feedback", feedback, FEEDBACK_MODES)
         check_choice("normalization", normalization, NORMALIZATIONS)
         check_choice("signal", signal, SIGNALS)
+        check_choice("error_scale", error_scale, ERROR_SCALES)
         dist = _DEFAULT_DIST[normalization] if dist is None else dist
         check_choice("dist", dist, DISTS)
         if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
@@ -164,6 +239,8 @@ class DFAOutput(nn.Module):
         self.dist = dist
         self.scale = float(scale)
         self.signal = signal
+        self.error_scale = error_scale
+        self.preset = preset
         self.batch_dims = tuple(int(d) for d in batch_dims)
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
@@ -362,14 +439,18 @@ class DFAOutput(nn.Module):
     # ---- backward ------------------------------------------------------------------------
     def _signal(self, plan: _Plan, grad_output: torch.Tensor) -> torch.Tensor:
         e = plan.output_layout.to_rows(grad_output)
-        if self.signal == "error":
-            return e
         rows = max(plan.output_layout.rows, 1)
+        # "batch" multiplies by rows (linear in the loss, no renormalisation): a mean loss's
+        # 1/rows is undone, so a mean cross-entropy gives softmax - onehot.
+        batch = self.error_scale == "batch"
+        if self.signal == "error":
+            return e * rows if batch else e
+        per_row = 1.0 if batch else 1.0 / rows
         if self.signal == "sign":
-            return torch.sign(e) / rows
+            return torch.sign(e) * per_row
         # targets has the shape of the output's batch dims, in order: flat = the row order
         onehot = nn.functional.one_hot(plan.targets.reshape(-1), self.num_outputs)
-        return onehot.to(e.dtype) * (-1.0 / rows)
+        return onehot.to(e.dtype) * -per_row
 
     def _feedback(self, plan: _Plan, grad_output: torch.Tensor, needed) -> list:
         signal = self._signal(plan, grad_output)
@@ -416,4 +497,5 @@ class DFAOutput(nn.Module):
         return (f"points={len(self.points)}, num_outputs={self.num_outputs}, "
                 f"feedback={self.feedback!r}, normalization={self.normalization!r}, "
                 f"dist={self.dist!r}, scale={self.scale}, signal={self.signal!r}, "
-                f"batch_dims={self.batch_dims}")
+                f"error_scale={self.error_scale!r}, batch_dims={self.batch_dims}"
+                + ("" if self.preset is None else f", preset={self.preset!r}"))

@@ -27,7 +27,8 @@ class DFAPoint(nn.Module):
     computes no gradient for its input; ``h`` itself is recorded for the current forward of
     the :class:`DFAOutput` this point was given to, which delivers ``e @ B_l`` to it in the
     backward pass. Place it after the block's activation (and dropout / pooling / BN), just
-    before the next weight layer, as Nøkland and Launay do.
+    before the next weight layer, as Nøkland's, Launay's and TinyDFA's code do; that is where
+    ``convert(model, "dfa")`` puts it by default.
 
     Args:
         batch_dims: dims of ``h`` that index rows (samples, tokens), listed in the order that
