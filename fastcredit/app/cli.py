@@ -149,10 +149,10 @@ def _bench(args: argparse.Namespace) -> int:
         print("fastcredit bench: --biotorch needs BioTorch (pip install --no-deps biotorch)",
               file=sys.stderr)
         return 2
-    bench.main(quick=args.quick, threads=args.threads, rounds=args.rounds, json_path=args.json,
-               methods=args.methods, workloads=args.workloads,
-               biotorch=True if args.biotorch else None)
-    return 0
+    return _guarded("bench", lambda: bench.main(
+        quick=args.quick, threads=args.threads, rounds=args.rounds, json_path=args.json,
+        methods=args.methods, workloads=args.workloads,
+        biotorch=True if args.biotorch else None))
 
 
 class _Parser(argparse.ArgumentParser):

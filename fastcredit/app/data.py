@@ -276,6 +276,8 @@ def load(
 
     found = _find_file(search_dirs(name, data_dir), file_stem("train", "images"))
     source = str(found.parent) if found is not None else str(cache_dir() / name)
+    if Path(source).parent == Path("/usr/share/datasets"):
+        source += f" (Debian's dataset-{name} package)"
     return Dataset(name, images("train-images"), labels("train-labels"), images("t10k-images"),
                    labels("t10k-labels"), source)
 

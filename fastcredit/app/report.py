@@ -46,17 +46,22 @@ def plot(path: Path, results: dict) -> None:
     config = first.config
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     window = max(min(5, len(first.steps)), len(first.steps) // 20)
+    shown = []  # accuracies after the first tenth of training: they set the y range
+    for i, (method, result) in enumerate(results.items()):
+        steps = [row["step"] for row in result.steps]
+        axes[0].plot(steps, [row["loss"] for row in result.steps], color=f"C{i}", alpha=0.12,
+                     lw=0.5)
     for i, (method, result) in enumerate(results.items()):
         color = f"C{i}"
         steps = [row["step"] for row in result.steps]
-        losses = [row["loss"] for row in result.steps]
-        axes[0].plot(steps, losses, color=color, alpha=0.2, lw=0.6)
-        axes[0].plot(steps, _smooth(losses, window), color=color, lw=1.8, label=method)
-        axes[1].plot(steps, _smooth([row["accuracy"] for row in result.steps], window),
-                     color=color, lw=1, alpha=0.6)
-        axes[1].plot([r["steps"] for r in result.records],
-                     [r["test_accuracy"] for r in result.records], color=color, marker="o",
+        axes[0].plot(steps, _smooth([row["loss"] for row in result.steps], window), color=color,
                      lw=1.8, label=method)
+        accuracy = _smooth([row["accuracy"] for row in result.steps], window)
+        axes[1].plot(steps, accuracy, color=color, lw=1, alpha=0.6)
+        tests = [r["test_accuracy"] for r in result.records]
+        axes[1].plot([r["steps"] for r in result.records], tests, color=color, marker="o",
+                     lw=1.8, label=method)
+        shown += tests + accuracy[len(accuracy) // 10:]
         measured = [row for row in result.steps if row["alignment"] is not None]
         for layer, style in zip(hidden_layers(result), LINESTYLES * 8):
             axes[2].plot([row["step"] for row in measured],
@@ -71,8 +76,9 @@ def plot(path: Path, results: dict) -> None:
     axes[0].set_yscale("log")
     axes[0].set_title(f"training loss (bold: mean of the last {window} steps)")
     axes[0].legend(title="method")
+    low = max(0.0, math.floor((min(shown) - 0.05) * 20) / 20)
     axes[1].set(title="accuracy (dots: test, after each epoch;\nthin: training batches, smoothed)",
-                ylim=(0, 1.02))
+                ylim=(low, min(1.0, max(shown) + 0.03) + 0.005))
     axes[1].legend(title="test", loc="lower right")
     layers = [layer for result in results.values() for layer in hidden_layers(result)]
     layers = list(dict.fromkeys(layers))
