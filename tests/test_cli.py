@@ -76,7 +76,7 @@ def test_steps_csv_has_one_row_per_step_with_periodic_alignment(comparison, meth
 
 
 def test_methods_share_layer_names_initial_weights_and_outputs(comparison):
-    root, result = comparison
+    root, _ = comparison
     layers = {m: json.loads((root / m / "metrics.json").read_text())["layers"] for m in COMPARED}
     assert all(names == layers["bp"] for names in layers.values())
     assert list(layers["bp"]) == ["1", "3", "5"]  # the plain MLP's module paths

@@ -18,8 +18,8 @@ import pickle
 import shutil
 import tempfile
 import urllib.request
-import zlib
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 

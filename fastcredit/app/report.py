@@ -118,17 +118,17 @@ def summary(results: dict, command: str = "") -> str:
     bp = results.get("bp")
     lines = [
         f"# fastcredit train: {', '.join(results)}", "",
-        f"{config.model} on {first.dataset} ({first.train_size} train / {first.test_size} test, "
-        f"from {first.dataset_source}); {_epochs_text(first)}; batch {config.batch_size}, "
-        f"{config.optimizer} lr {config.lr}, seed {config.seed}. Every method starts from the "
-        "same initial weights and sees the batches in the same order.",
+        (f"{config.model} on {first.dataset} ({first.train_size} train / {first.test_size} "
+         f"test, from {first.dataset_source}); {_epochs_text(first)}; batch "
+         f"{config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}. Every "
+         "method starts from the same initial weights and sees the batches in the same order."),
     ]
     if command:
         lines += ["", f"Command: `{command}`"]
     lines += [
         "",
-        "| method | final test acc % | best test acc % | final train loss | ms per step "
-        "| time per step / backprop | mean alignment, hidden layers |",
+        ("| method | final test acc % | best test acc % | final train loss | ms per step "
+         "| time per step / backprop | mean alignment, hidden layers |"),
         "|---|---|---|---|---|---|---|",
     ]
     for method, result in results.items():
@@ -145,12 +145,12 @@ def summary(results: dict, command: str = "") -> str:
             f"| {alignment} |")
     lines += [
         "",
-        "Time per step: wall time of the training steps (alignment probes and test evaluation "
-        "excluded), the methods run one after another in this process: a rough guide, not a "
-        "benchmark (`fastcredit bench` interleaves rounds). Mean alignment: the cosine between "
-        "the method's and backprop's weight gradient on 128 test images after the last step, "
-        "averaged over the layers before the output layer (the output layer gets the true "
-        "gradient under every method). Per-layer values: `<method>/metrics.csv`; per step: "
-        "`<method>/steps.csv`.",
+        ("Time per step: wall time of the training steps (alignment probes and test evaluation "
+         "excluded), the methods run one after another in this process: a rough guide, not a "
+         "benchmark (`fastcredit bench` interleaves rounds). Mean alignment: the cosine between "
+         "the method's and backprop's weight gradient on 128 test images after the last step, "
+         "averaged over the layers before the output layer (the output layer gets the true "
+         "gradient under every method). Per-layer values: `<method>/metrics.csv`; per step: "
+         "`<method>/steps.csv`."),
     ]
     return "\n".join(lines) + "\n"

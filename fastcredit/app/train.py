@@ -169,8 +169,9 @@ class _EpochProgress:
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=label, unit="step", file=self.stream, leave=False, mininterval=0,
-                            dynamic_ncols=True)
+            # mininterval=0: the caller already limits updates (each one follows a host read)
+            self.bar = tqdm(total=total, desc=label, unit="step", file=self.stream, leave=False,
+                            mininterval=0, dynamic_ncols=True)
         else:
             self.lines = enabled
         self.start = self.last = time.perf_counter()
