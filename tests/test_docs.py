@@ -13,7 +13,9 @@ import pytest
 from fastcredit.app import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks/NOTES.md"]
+# benchmarks/ is not in the sdist (whose tests CI runs too): what is there is checked.
+DOCS = [p for p in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+                    ROOT / "benchmarks/NOTES.md") if p.exists()]
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]+\b|\.\.\.|<[^>]*>|\|")
 # Values for the placeholders the docs use, so such a command is still parsed whole.
 SUBSTITUTES = {"NAME": "fashion-mnist-methods", "DATA": "data", "DIR": "dir", "TEXT": "x",
@@ -82,6 +84,8 @@ def _paths() -> list[tuple[str, str]]:
     return named
 
 
+@pytest.mark.skipif(not (ROOT / ".git").exists(),
+                    reason="not a git checkout: an sdist ships only part of the tree")
 def test_named_paths_exist():
     missing = []
     for where, candidate, resolved in _paths():
