@@ -51,7 +51,7 @@ else:
     _cuda_import_error = None
 
 from . import diagnostics, nn, ops, optim  # noqa: E402
-from .convert import ConversionReport, convert  # noqa: E402
+from .convert import ConversionReport, convert, unconvert  # noqa: E402
 from .ops import (  # noqa: E402
     feedback_fill_,
     feedback_matrix,
@@ -108,4 +108,5 @@ __all__ = [
     "optim",
     "seeded_project",
     "sign_feedback",
+    "unconvert",
 ]

@@ -244,15 +244,15 @@ def test_unsupported_modules_are_listed_and_left_alone():
         def forward(self, x):
             return self.inner(x) * self.scale
 
-    model = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2), nn.ConvTranspose1d(4, 4, 1),
+    model = nn.Sequential(nn.Linear(4, 4), nn.Bilinear(4, 4, 4), nn.ConvTranspose1d(4, 4, 1),
                           Scaled(), nn.Embedding(3, 4))
-    attention = model[1]
+    bilinear = model[1]
     fastcredit.convert(model, "fa")
     report = model.conversion_report
     assert [(e.path, e.kind) for e in report.unsupported] == [
-        ("1", "MultiheadAttention"), ("2", "ConvTranspose1d"), ("3", "Scaled")]
-    assert [e.path for e in report.converted] == ["0", "3.inner"]
-    assert model[1] is attention and type(attention.out_proj) is not fastcredit.nn.Linear
+        ("1", "Bilinear"), ("3", "Scaled")]
+    assert [e.path for e in report.converted] == ["0", "2", "3.inner"]
+    assert model[1] is bilinear and isinstance(model[2], fastcredit.nn.ConvTranspose1d)
     assert ("4", "Embedding") in [(e.path, e.kind) for e in report.unchanged]
 
 

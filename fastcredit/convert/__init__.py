@@ -61,11 +61,11 @@ from torch import nn
 
 from .._spec import FEEDBACK_METHODS, METHODS, check_choice
 from . import dfa, fa, lra
-from ._common import ConversionReport, Entry
+from ._common import ConversionReport, Entry, ParameterCount
 
 _OPTIONS = {**{m: fa.OPTIONS for m in FEEDBACK_METHODS}, "dfa": dfa.OPTIONS, "lra": lra.OPTIONS}
 
-__all__ = ["ConversionReport", "Entry", "convert"]
+__all__ = ["ConversionReport", "Entry", "ParameterCount", "convert", "unconvert"]
 
 
 def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> nn.Module:
@@ -99,5 +99,26 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
         lra.convert_lra(model, report, options)
     else:
         model = fa.convert_feedback_layers(model, method, report, options)
+    report.count_parameters(model)
     model.conversion_report = report
+    return model
+
+
+def unconvert(model: nn.Module, *, copy: bool = False) -> nn.Module:
+    """The inverse of :func:`convert` for the FA family (fa, usf, frsf, brsf, kp, bp): every
+    fastcredit FA-family layer (Linear, Conv, ConvTranspose, Conv1D, MultiheadAttention,
+    RNN/LSTM/GRU) becomes the torch layer (transformers' ``Conv1D`` for a converted one) with
+    the same hyperparameters holding the *same* Parameter objects; the feedback state is
+    dropped. The result's ``state_dict()`` loads into the original architecture with
+    ``strict=True``. In place (``copy=True``: on a deep copy); returns the model (the new
+    root when the root itself was a fastcredit layer). ValueError for DFA and LRA modules,
+    which have no plain counterpart to return to.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"unconvert expects an nn.Module, got {type(model).__name__}")
+    if copy:
+        model = copy_module.deepcopy(model)
+    model = fa.unconvert_feedback_layers(model)
+    if "conversion_report" in model.__dict__:
+        del model.conversion_report
     return model

@@ -46,14 +46,82 @@ class ConversionReport:
     unchanged: list[Entry] = field(default_factory=list)
     unsupported: list[Entry] = field(default_factory=list)
     blocks: dict[str, list[str]] = field(default_factory=dict)
+    parameters: list[ParameterCount] = field(default_factory=list)
+
+    def count_parameters(self, model: nn.Module) -> None:
+        """Fill :attr:`parameters`: every Parameter of ``model`` counted once (a tied weight
+        where it is first listed, the method's modules first), by the module listing it."""
+        in_blocks = {p for paths in self.blocks.values() for p in paths}
+        seen: set[int] = set()
+        self.parameters = []
+        lists = ((self.converted, None), (self.unchanged, "backprop"),
+                 (self.unsupported, "unsupported"))
+        for entries, category in lists:
+            for entry in entries:
+                module = model.get_submodule(entry.path)
+                fresh = [p for p in module.parameters() if id(p) not in seen]
+                seen.update(id(p) for p in fresh)
+                if fresh:
+                    self.parameters.append(ParameterCount(
+                        entry.path, entry.kind, _category(entry, category, in_blocks),
+                        sum(p.numel() for p in fresh)))
+        rest = [p for p in model.parameters() if id(p) not in seen]
+        if rest:
+            self.parameters.append(ParameterCount("(elsewhere)", "Parameter", "backprop",
+                                                  sum(p.numel() for p in rest)))
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Share of the model's parameters per category: ``"method"`` (trained by the
+        method's rule: its layers, and for DFA the layers inside its blocks),
+        ``"normalisation"``, ``"embedding"``, ``"backprop"`` (other modules kept as they
+        are) and ``"unsupported"``; only categories present, in that order."""
+        total = sum(c.count for c in self.parameters)
+        order = ("method", "normalisation", "embedding", "backprop", "unsupported")
+        sums = {k: sum(c.count for c in self.parameters if c.category == k) for k in order}
+        return {k: v / total for k, v in sums.items() if v} if total else {}
 
     def __str__(self) -> str:
         lines = [f"fastcredit.convert(method={self.method!r})"]
+        counts = {c.path: c.count for c in self.parameters}
         for title, entries in (("converted", self.converted), ("unchanged", self.unchanged),
                                ("unsupported", self.unsupported)):
             lines.append(f"{title} ({len(entries)}):")
-            lines += [f"  {e.path or '(root)'}  {e.kind}: {e.note}" for e in entries]
+            lines += [f"  {e.path or '(root)'}  {e.kind}: {e.note}"
+                      + (f"  [{counts[e.path]:,} parameters]" if e.path in counts else "")
+                      for e in entries]
+        total = sum(c.count for c in self.parameters)
+        if total:
+            lines.append(f"parameters ({total:,}):")
+            for category, share in self.shares.items():
+                title = (f"trained by {self.method}" if category == "method"
+                         else f"backprop ({category})" if category != "backprop"
+                         else "backprop (other)")
+                lines.append(f"  {title}: {100 * share:.1f} %")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Parameters a module of the report holds (each Parameter counted once), and whether the
+    method trains them: ``category`` as in :attr:`ConversionReport.shares`."""
+
+    path: str
+    kind: str
+    category: str
+    count: int
+
+
+def _category(entry: Entry, default: str | None, in_blocks: set[str]) -> str:
+    if default is None or entry.path in in_blocks or entry.note == "already a fastcredit module":
+        return "method"
+    if default == "unsupported":
+        return default
+    if entry.note.startswith("normalisation"):
+        return "normalisation"
+    if entry.note.startswith("lookup table"):
+        return "embedding"
+    return default
 
 
 def join(prefix: str, name: str) -> str:
@@ -61,13 +129,13 @@ def join(prefix: str, name: str) -> str:
 
 
 def swap_blocker(module: nn.Module) -> str | None:
-    """Why a Linear/Conv cannot be replaced by another module object, or None."""
+    """Why a weight layer cannot be replaced by another module object, or None."""
     hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
              module._backward_pre_hooks)
     if any(hooks):
         return ("has hooks (e.g. the old weight_norm's) that a replacement would lose: kept "
                 "as is, its backward is backprop's")
-    if not isinstance(module.weight, nn.Parameter):
+    if not isinstance(getattr(module, "weight", nn.Parameter()), nn.Parameter):
         return "its weight is not a Parameter: kept as is, its backward is backprop's"
     return None
 

@@ -2,11 +2,28 @@
 whose backward sends ``δ B`` to their input instead of ``δ W``.
 
 ``rule``: where B comes from for each method (storage, scale, the per-backward rule).
-``layers``: the drop-in Linear and Conv layers that apply it.
+``layers``: the drop-in Linear, Conv, ConvTranspose and transformers-style Conv1D layers that
+apply it, and :class:`WeightFeedback`, one weight matrix's feedback state for modules that
+use several. ``attention``: ``MultiheadAttention``. ``recurrent``: ``RNN``, ``LSTM``, ``GRU``.
 """
 
-from .layers import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
+from .attention import MultiheadAttention
+from .layers import (
+    Conv1d,
+    Conv1D,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    FeedbackLayer,
+    Linear,
+    WeightFeedback,
+)
+from .recurrent import GRU, LSTM, RNN
 from .rule import STORAGE, FeedbackRule, default_scale, fans, resolve_storage
 
-__all__ = ["STORAGE", "Conv1d", "Conv2d", "Conv3d", "FeedbackLayer", "FeedbackRule", "Linear",
-           "default_scale", "fans", "resolve_storage"]
+__all__ = ["GRU", "LSTM", "RNN", "STORAGE", "Conv1D", "Conv1d", "Conv2d", "Conv3d",
+           "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "FeedbackLayer",
+           "FeedbackRule", "Linear", "MultiheadAttention", "WeightFeedback", "default_scale",
+           "fans", "resolve_storage"]

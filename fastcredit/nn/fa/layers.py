@@ -66,11 +66,13 @@ register_optimizer_step_post_hook(_redraw_updated_layers)
 
 
 class _LinearFunction(torch.autograd.Function):
+    # transposed: W (and a stored B) are laid out [in, out] (transformers' Conv1D), y = x W + b
     @staticmethod
-    def forward(ctx, x, weight, bias, stored, draw, rule):
+    def forward(ctx, x, weight, bias, stored, draw, rule, transposed=False):
         ctx.rule = rule
+        ctx.transposed = transposed
         ctx.save_for_backward(x, weight, stored, draw)
-        return F.linear(x, weight, bias)
+        return F.linear(x, weight.t() if transposed else weight, bias)
 
     @staticmethod
     @once_differentiable  # the feedback path has no meaningful second derivative
@@ -82,38 +84,45 @@ class _LinearFunction(torch.autograd.Function):
         grad = grad_out.reshape(rows, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
         if need_x:
+            if ctx.transposed:  # the rule works on the [out, in] orientation
+                weight = weight.t().contiguous()
+                stored = None if stored is None else stored.t().contiguous()
             grad_x = ctx.rule.project(grad, weight, stored, draw).reshape(x.shape)
         if need_w:
             grad_w = grad.t().mm(x.reshape(rows, x.shape[-1]))
+            if ctx.transposed:
+                grad_w = grad_w.t()
         if need_b:
             grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 class _ConvFunction(torch.autograd.Function):
+    # transposed: a ConvTranspose (W [in, out / groups, *kernel]); its input gradient is the
+    # ordinary convolution of δ with B
     @staticmethod
-    def forward(ctx, x, weight, bias, stored, draw, rule, stride, padding, dilation, groups):
+    def forward(ctx, x, weight, bias, stored, draw, rule, stride, padding, dilation, groups,
+                transposed=False, output_padding=None):
         ctx.rule = rule
-        ctx.conv = (stride, padding, dilation, groups)
+        output_padding = [0] * len(stride) if output_padding is None else output_padding
+        ctx.conv = (stride, padding, dilation, transposed, output_padding, groups)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
         ctx.save_for_backward(x, weight, stored, draw)
-        zeros = [0] * len(stride)
-        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+        return torch.convolution(x, weight, bias, stride, padding, dilation, transposed,
+                                 output_padding, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight, stored, draw = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conv
         mask = list(ctx.needs_input_grad[:3])
         # The weight argument is read only for the input gradient; the weight gradient needs
         # only its shape. So B is built only when the input gradient is wanted, and freed here.
         kernel = ctx.rule.matrix(weight, stored, draw) if mask[0] else weight
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_out, x, kernel, ctx.bias_sizes, stride, padding, dilation, False,
-            [0] * len(stride), groups, mask,
+            grad_out, x, kernel, ctx.bias_sizes, *ctx.conv, mask,
         )
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, *([None] * 9)
 
 
 class FeedbackLayer(nn.Module):
@@ -124,6 +133,10 @@ class FeedbackLayer(nn.Module):
 
     method: str
     feedback: str | None
+    # True where W is laid out [in, out] (transformers' Conv1D): the rule, the seeded draws
+    # and feedback_matrix() work on Wᵀ, the [out, in] orientation of a Linear, while stored
+    # B keeps W's layout (so KolenPollack's ``B.grad = W.grad`` holds).
+    _transposed = False
 
     def _init_feedback(self, method: str, feedback: str | None, seed: int | None,
                        feedback_scale: float | None, feedback_dist: str | None) -> None:
@@ -184,11 +197,14 @@ class FeedbackLayer(nn.Module):
         """Redraw stored B or |M| from the layer's seed and restart brSF's draw counter."""
         stored = self._stored()
         if stored is not None:
-            rows = stored.shape[0]
-            ops.feedback_fill_(stored.view(rows, -1), self._seed(), dist=self.feedback_dist,
+            target = stored.t().contiguous() if self._transposed else stored
+            rows = target.shape[0]
+            ops.feedback_fill_(target.view(rows, -1), self._seed(), dist=self.feedback_dist,
                                scale=self.feedback_scale)
             if self.method == "frsf":
-                stored.abs_()
+                target.abs_()
+            if target is not stored:
+                stored.copy_(target.t())
         if self.method == "brsf":
             self._draw.zero_()
 
@@ -239,11 +255,24 @@ class FeedbackLayer(nn.Module):
 
     @torch.no_grad()
     def feedback_matrix(self) -> torch.Tensor:
-        """The B ``[out, in, *kernel]`` the layer's next backward uses, materialised (a copy).
-        For brsf that is the current draw."""
+        """The B (W's shape) the layer's next backward uses, materialised (a copy). For brsf
+        that is the current draw."""
         stored = self._stored()
+        if self._transposed:
+            weight = self.weight.t().contiguous()
+            stored = None if stored is None else stored.t().contiguous()
+            return self._rule().matrix(weight, stored, self._draw_or_none()).t().clone()
         b = self._rule().matrix(self.weight, stored, self._draw_or_none())
         return b.clone() if b is self.weight or b is stored else b
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        """``x Wᵀ + b`` (``x W + b`` when transposed) with this layer's feedback backward."""
+        if self.method == "bp" or backprop_active():
+            return F.linear(x, weight.t() if self._transposed else weight, bias)
+        return apply_autocast(_LinearFunction, (x, weight, bias, self._stored_checked(),
+                                                self._draw_or_none()),
+                              self._rule(), self._transposed)
 
     def _stored(self) -> torch.Tensor | None:
         if self.feedback != "stored":
@@ -281,19 +310,30 @@ class FeedbackLayer(nn.Module):
         if self.method == "brsf":
             destination[prefix + "feedback_step"] = self._draw.clone()
 
+    # Feedback state a plain model's state_dict lacks: its keys are not reported missing, so
+    # convert(plain, method).load_state_dict(plain_state_dict) works with strict=True.
+    _FEEDBACK_STATE = ("feedback_seed", "feedback_weight", "feedback_magnitude",
+                       "weight_norm_init")
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        """Loads W, b and whatever feedback state the file holds. State it lacks keeps its
+        current value (a fresh draw), except ``weight_norm_init``, which is derived from W:
+        it is recomputed from the loaded weight, so a pretrained W is not shrunk to the norm
+        of the random initialisation by :func:`fastcredit.optim.constrain_weight_norm`."""
+        lacking = {prefix + name for name in self._FEEDBACK_STATE} - set(state_dict)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        missing_keys[:] = [k for k in missing_keys if k not in lacking]
+        if prefix + "weight_norm_init" in lacking:
+            self.record_weight_norm_()  # owners load their weights before their children
         if self.method != "brsf":
             return
         key = prefix + "feedback_step"
         if key in unexpected_keys:
             unexpected_keys.remove(key)
         if key not in state_dict:
-            if strict:
-                missing_keys.append(key)
-            return
+            return  # the fresh draw counter, 0
         value = state_dict[key]
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             error_msgs.append(f"{key}: expected a one-element tensor, got {value!r}")
@@ -334,10 +374,7 @@ class Linear(FeedbackLayer, nn.Linear):
         self._init_feedback(method, feedback, seed, feedback_scale, feedback_dist)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.method == "bp" or backprop_active():
-            return F.linear(x, self.weight, self.bias)
-        return apply_autocast(_LinearFunction, (x, self.weight, self.bias, self._stored_checked(),
-                                                self._draw_or_none()), self._rule())
+        return self._linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._feedback_repr()}"
@@ -409,3 +446,142 @@ class Conv3d(_ConvNd, nn.Conv3d):
 
     Arguments as :class:`torch.nn.Conv3d`, plus (keyword-only):""" + _METHOD_DOC
     _spatial = 3
+
+
+class _ConvTransposeNd(FeedbackLayer):
+    """The part shared by ConvTranspose1d/2d/3d; ``_spatial`` is the number of spatial dims."""
+
+    _spatial: int
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+                 padding_mode: str = "zeros", device=None, dtype=None, *, method: str = "fa",
+                 feedback: str | None = None, seed: int | None = None,
+                 feedback_scale: float | None = None,
+                 feedback_dist: str | None = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding,
+                         output_padding, groups, bias, dilation, padding_mode, device=device,
+                         dtype=dtype)
+        self._init_feedback(method, feedback, seed, feedback_scale, feedback_dist)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.method == "bp" or backprop_active():
+            return super().forward(x, output_size)
+        d = self._spatial
+        if x.dim() not in (d + 1, d + 2):
+            raise ValueError(
+                f"{type(self).__name__} expects a [N, C, *spatial] or [C, *spatial] input with "
+                f"{d} spatial dims, got shape {tuple(x.shape)}"
+            )
+        # torch's own check of padding_mode and output_size (it raises for the bad ones)
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding,
+                                              self.kernel_size, d, self.dilation)
+        unbatched = x.dim() == d + 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        out = apply_autocast(_ConvFunction, (x, self.weight, self.bias, self._stored_checked(),
+                                             self._draw_or_none()),
+                             self._rule(), list(self.stride), list(self.padding),
+                             list(self.dilation), self.groups, True, list(output_padding))
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._feedback_repr()}"
+
+
+_TRANSPOSE_DOC = """:class:`torch.nn.ConvTranspose{d}d` (W ``[C_in, C_out / groups, *kernel]``);
+    the backward gives ``x`` the ordinary convolution of δ with B (W's shape) in place of W's,
+    and W, b their true gradients. ``padding_mode`` must be "zeros", as in torch.
+
+    Arguments as :class:`torch.nn.ConvTranspose{d}d`, plus (keyword-only):"""
+
+
+class ConvTranspose1d(_ConvTransposeNd, nn.ConvTranspose1d):
+    __doc__ = _TRANSPOSE_DOC.format(d=1) + _METHOD_DOC
+    _spatial = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd, nn.ConvTranspose2d):
+    __doc__ = _TRANSPOSE_DOC.format(d=2) + _METHOD_DOC
+    _spatial = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd, nn.ConvTranspose3d):
+    __doc__ = _TRANSPOSE_DOC.format(d=3) + _METHOD_DOC
+    _spatial = 3
+
+
+class Conv1D(FeedbackLayer):
+    __doc__ = """The ``Conv1D`` of Hugging Face ``transformers`` (GPT-2 and its family): a
+    linear layer with the weight laid out ``[nx, nf]`` (in, out): ``y = x W + b`` for
+    ``x [*, nx]``, ``y [*, nf]``. The backward gives ``x`` the gradient ``δ Bᵀ`` and W, b their
+    true gradients. B has W's shape; its seeded draws and ``feedback_matrix()ᵀ`` equal those
+    of a :class:`Linear` ``(nx, nf)`` with the same seed, so the two layouts train alike.
+
+    Arguments: ``nf`` (out features), ``nx`` (in features), in transformers' order; W is drawn
+    from N(0, 0.02²) and b is zero as there. Plus (keyword-only):""" + _METHOD_DOC
+
+    _transposed = True
+
+    def __init__(self, nf: int, nx: int, device=None, dtype=None, *, method: str = "fa",
+                 feedback: str | None = None, seed: int | None = None,
+                 feedback_scale: float | None = None,
+                 feedback_dist: str | None = None) -> None:
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(nx, nf, **factory))
+        self.bias = nn.Parameter(torch.empty(nf, **factory))
+        self.reset_parameters()
+        self._init_feedback(method, feedback, seed, feedback_scale, feedback_dist)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """transformers' initialisation: W ~ N(0, 0.02²), b = 0; then the feedback as for
+        every fastcredit layer."""
+        nn.init.normal_(self.weight, std=0.02)
+        nn.init.zeros_(self.bias)
+        if hasattr(self, "weight_norm_init"):
+            self.reset_feedback()
+            self.record_weight_norm_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"nf={self.nf}, nx={self.nx}, {self._feedback_repr()}"
+
+
+class WeightFeedback(FeedbackLayer):
+    """The feedback state of one weight matrix that its owner module uses functionally
+    (``nn.MultiheadAttention``'s ``in_proj_weight``, an RNN's ``weight_hh_l0``): the owner
+    keeps the Parameter under its own name (so its state_dict keys are torch's), this module
+    keeps B, the seed, brSF's draw and ``weight_norm_init`` exactly as a :class:`Linear` does
+    (same buffers, same rule, :class:`fastcredit.optim.KolenPollack` and
+    :func:`~fastcredit.optim.constrain_weight_norm` act on it). ``weight`` reads the owner's
+    Parameter, so replacing it there is seen here.
+
+    Arguments: the owner module, the Parameter's name on it, and the method arguments."""
+
+    def __init__(self, owner: nn.Module, name: str, *, method: str = "fa",
+                 feedback: str | None = None, seed: int | None = None,
+                 feedback_scale: float | None = None,
+                 feedback_dist: str | None = None) -> None:
+        super().__init__()
+        self.__dict__["_owner"] = owner  # not a child: that would make the tree cyclic
+        self.weight_name = name
+        self._init_feedback(method, feedback, seed, feedback_scale, feedback_dist)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return getattr(self._owner, self.weight_name)
+
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x Wᵀ + b`` for ``x [*, in]``: backward sends ``δ B`` to x, true gradients to W, b."""
+        return self._linear(x, self.weight, bias)
+
+    def reset_parameters(self) -> None:
+        raise TypeError("WeightFeedback holds no parameters: reset the owner module's")
+
+    def extra_repr(self) -> str:
+        return f"{self.weight_name}, {self._feedback_repr()}"
