@@ -11,6 +11,8 @@ import contextlib
 import backends
 import pytest
 import torch
+import torch._dynamo
+import torch._dynamo.testing
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -147,6 +149,36 @@ def test_sign_and_target_signals_keep_the_published_size_for_a_mean_loss():
                                    atol=1e-14)
 
 
+# ---- 9: compiled training -------------------------------------------------------------------
+@pytest.mark.parametrize("case,factor", [("dfa-error", 2.0 ** 10), ("dfa-sign", 2.0 ** 10),
+                                         ("dfa-target", 2.0 ** 10), ("dfa-linear", 2.0 ** 10),
+                                         ("lra", 1.0)])
+def test_compiled_training_equals_eager_over_five_steps_without_recompiling(case, factor):
+    # LRA with a scaled loss under compile is a known gap (docs/validation.md): the loss scale
+    # travels on autograd nodes, which compiled regions hide from the walk that finds them.
+    torch._dynamo.reset()
+    (eager, eager_run), (model, _) = make(case), make(case)
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter)
+    runs = (eager_run, (lambda x, y: compiled(x, y)) if case == "dfa-target"
+            else (lambda x, y: compiled(x)))
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (eager, model)]
+    for step in range(5):
+        x, y = batch(seed=step)
+        for run, opt in zip(runs, optimizers):
+            opt.zero_grad()
+            (F.cross_entropy(run(x, y), y) * factor).backward()
+            for p in opt.param_groups[0]["params"]:  # what GradScaler's unscale does
+                if p.grad is not None:
+                    p.grad /= factor
+            opt.step()
+        for a, b in zip(eager.parameters(), model.parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        if step == 0:
+            frames = counter.frame_count
+    assert counter.frame_count == frames > 0  # nothing recompiled after the first step
+
+
 # ---- 4: checkpointing, abandoned forwards, reuse ----------------------------------------------
 class Blocks(nn.Module):
     """An MLP whose middle block may run under torch.utils.checkpoint."""
@@ -197,7 +229,7 @@ def test_reentrant_checkpoint_equals_plain_where_the_input_carries_a_gradient(me
 def test_reentrant_checkpoint_of_a_dfa_block_is_a_clear_error():
     # the block's input is the previous point's detached output: torch never re-runs it
     model = _blocks("dfa", "reentrant")
-    x, y = batch()
+    x, _ = batch()
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="use_reentrant=False"):
         model(x)
 

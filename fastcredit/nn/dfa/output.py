@@ -42,7 +42,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from torch.autograd.function import once_differentiable
 
 from ... import functional, ops

@@ -114,7 +114,9 @@ class DFAPoint(nn.Module):
             return h
         owner = self.output
         # A forward inside a backward pass is checkpointing's recomputation: not recorded.
-        if torch.is_grad_enabled() and torch._C._current_graph_task_id() == -1:
+        # (Compiled code is traced outside any backward; the query would break its graph.)
+        if torch.is_grad_enabled() and (torch.compiler.is_compiling()
+                                        or torch._C._current_graph_task_id() == -1):
             owner._record(self._index, h, self.reuse)
         return h.detach()
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from torch.autograd.function import once_differentiable
 
 from ... import functional, ops
