@@ -81,6 +81,7 @@ def _scaled(grads, scale: torch.Tensor):
     return tuple(None if g is None else g * scale.to(g.dtype) for g in grads)
 
 
+@torch.compiler.disable  # needs the real autograd graph: Dynamo then runs the rule eagerly
 def _hand_down(ctx, scale: torch.Tensor) -> None:
     """Give the loss scale to the nearest LRA hidden blocks below this node (through any
     non-LRA nodes between them, e.g. a dropout or a reshape)."""
