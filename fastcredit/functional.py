@@ -106,11 +106,14 @@ def softmax_error_scale(error: torch.Tensor, logits: torch.Tensor,
     ``error``, ``logits``: ``[rows, C]``; ``labels``: ``[rows]`` int64. Fitted by least
     squares over the rows whose error is not all zero (rows a loss ignores, e.g.
     ``ignore_index``); 0 when no row is left. Exact for a (weighted-equally) softmax
-    cross-entropy; for another loss it is only the best fit of that form.
+    cross-entropy; for another loss it is only the best fit of that form. Computed in at
+    least float32: with half-precision errors the sums would overflow at GradScaler's scales.
     """
-    unit = torch.softmax(logits.to(error.dtype), -1)
-    unit = unit - F.one_hot(labels, unit.shape[-1]).to(error.dtype)
-    unit = unit * (error != 0).any(-1, keepdim=True).to(error.dtype)
+    dtype = torch.promote_types(error.dtype, torch.float32)
+    error = error.to(dtype)
+    unit = torch.softmax(logits.to(dtype), -1)
+    unit = unit - F.one_hot(labels, unit.shape[-1]).to(dtype)
+    unit = unit * (error != 0).any(-1, keepdim=True).to(dtype)
     numerator, denominator = (error * unit).sum(), (unit * unit).sum()
-    safe = denominator.clamp_min(torch.finfo(error.dtype).tiny)
+    safe = denominator.clamp_min(torch.finfo(dtype).tiny)
     return torch.where(denominator > 0, numerator / safe, torch.zeros_like(numerator))

@@ -31,7 +31,8 @@ was abandoned; models from :func:`fastcredit.convert` also clear the tape at the
 every call of the converted model. Nothing is recorded under ``torch.no_grad()`` or during a
 backward pass (non-reentrant checkpointing recomputes the forward there; the first
 forward's records are the ones fed). Reentrant checkpointing cannot train a DFA block: its
-input carries no gradient, so ``torch.utils.checkpoint`` never re-runs the block in backward.
+input carries no gradient, so ``torch.utils.checkpoint`` never re-runs the block in backward
+(a point raises RuntimeError there).
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@ receives the projected output error in the backward pass."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ..._spec import check_choice
@@ -18,6 +20,17 @@ if TYPE_CHECKING:
 SPATIAL_MODES = ("dense", "shared")
 _NOT_ATTACHED = ("this DFAPoint is not attached to a DFAOutput: pass it in "
                  "DFAOutput(points=[...], num_outputs=...)")
+_REENTRANT_FORWARD = torch.utils.checkpoint.CheckpointFunction.forward.__code__
+
+
+def _in_reentrant_checkpoint() -> bool:
+    """Whether the caller runs inside reentrant ``torch.utils.checkpoint``'s forward."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _REENTRANT_FORWARD:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class DFAPoint(nn.Module):
@@ -27,8 +40,10 @@ class DFAPoint(nn.Module):
     computes no gradient for its input; ``h`` itself is recorded for the current forward of
     the :class:`DFAOutput` this point was given to, which delivers ``e @ B_l`` to it in the
     backward pass. Nothing is recorded under ``torch.no_grad()`` or while a backward pass
-    runs (activation checkpointing's recomputation: the first forward's record is the one
-    fed back). Place it after the block's activation (and dropout / pooling / BN), just
+    runs (non-reentrant activation checkpointing's recomputation: the first forward's record
+    is the one fed back). In training mode inside a reentrant ``torch.utils.checkpoint`` it
+    raises RuntimeError: that checkpoint never recomputes a block whose input carries no
+    gradient, so the block could not be trained. Place it after the block's activation (and dropout / pooling / BN), just
     before the next weight layer, as Nøkland and Launay do.
 
     Args:
@@ -113,6 +128,14 @@ class DFAPoint(nn.Module):
         if backprop_active():  # the true gradient flows through (diagnostics)
             return h
         owner = self.output
+        if (not torch.is_grad_enabled() and self.training
+                and not torch.compiler.is_compiling() and _in_reentrant_checkpoint()):
+            # its block's input carries no gradient: torch would never re-run it in backward
+            raise RuntimeError(
+                "a DFAPoint ran inside a reentrant torch.utils.checkpoint, which cannot train "
+                "a DFA block (its input is the previous point's detached output, so the "
+                "segment is never recomputed in the backward): use use_reentrant=False"
+            )
         # A forward inside a backward pass is checkpointing's recomputation: not recorded.
         # (Compiled code is traced outside any backward; the query would break its graph.)
         if torch.is_grad_enabled() and (torch.compiler.is_compiling()
