@@ -133,6 +133,27 @@ def test_two_half_batches_of_half_the_loss_equal_one_batch(case, backend):
     assert_same({name: g * 0.5 for name, g in halves.items()}, whole)
 
 
+@pytest.mark.parametrize("case", ["dfa-sign", "dfa-target", "lra"])
+def test_grad_scaler_under_autocast_gives_the_unscaled_gradients(case):
+    # the case: mixed precision with GradScaler (bfloat16 autocast on the CPU)
+    model, run = make(case)
+    model.float()
+    x, y = batch(32)
+    x = x.float()
+
+    def step(scaler):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(run(x, y).float(), y)
+        scaler.scale(loss).backward() if scaler else loss.backward()
+        if scaler:
+            scaler.unscale_(torch.optim.SGD(model.parameters(), lr=0))
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    scaled, plain = step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)), step(None)
+    assert_same(scaled, plain, 2e-2)  # bfloat16 rounding of k; was 2^-16 or 99.9 % off
+
+
 def test_sign_and_target_signals_keep_the_published_size_for_a_mean_loss():
     # k recovered from e is 1/rows for a mean cross-entropy: s = sign(e)/N and -onehot/N
     for signal in ("sign", "target"):
