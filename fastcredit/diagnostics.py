@@ -17,13 +17,17 @@ module that owns a ``weight`` parameter:
   ``e = softmax − onehot``, parallel to backprop's delta sample by sample.
 
 Backprop is computed on the same model and parameters under :func:`fastcredit.nn.backprop`, with
-the random state replayed so dropout masks match. Nothing is copied and no ``.grad`` is touched.
+the random state replayed so dropout masks match. The measurement has no side effect:
+parameters, ``.grad``, every buffer (BatchNorm's running statistics and
+``num_batches_tracked``, brSF's draw counter, DFA geometry) and the global random state
+(CPU, and the probe's CUDA device) are as they were before the call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +90,26 @@ def _signals_and_updates(model, modules, x, y, loss_fn, seed, inputs=None):
     return signals, dict(zip(owners, grads))
 
 
+@contextlib.contextmanager
+def _unchanged(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Restores ``model``'s buffers (values, and which tensor or None each slot holds), the
+    parameters' ``.grad`` and the random state after the block."""
+    buffers = [(m._buffers, name, t, None if t is None else t.detach().clone())
+               for m in model.modules() for name, t in m._buffers.items()]
+    grads = [(p, p.grad) for p in model.parameters()]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        with torch.no_grad():
+            for slots, name, tensor, value in buffers:
+                slots[name] = tensor
+                if tensor is not None and not torch.equal(tensor, value):
+                    tensor.copy_(value)
+            for parameter, grad in grads:
+                parameter.grad = grad
+
+
 def alignment(
     model: nn.Module,
     x: torch.Tensor,
@@ -117,10 +141,11 @@ def alignment(
         raise ValueError(f"alignment: the probe batch is empty (x of shape {tuple(x.shape)}); "
                          "cosines need at least one sample")
     inputs: dict[str, torch.Tensor] = {}
-    method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed,
-                                                          inputs)
-    with backprop():
-        bp_signals, bp_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed)
+    with _unchanged(model, x.device):
+        method_signals, method_updates = _signals_and_updates(model, modules, x, y, loss_fn,
+                                                              seed, inputs)
+        with backprop():
+            bp_signals, bp_updates = _signals_and_updates(model, modules, x, y, loss_fn, seed)
     report = {}
     for name, module in modules.items():
         row = dict.fromkeys(("signal_cosine", "signal_cosine_std", "signal_angle",

@@ -94,3 +94,26 @@ def activation_derivative_from_output(y: torch.Tensor, name: str,
                                       negative_slope: float = 0.01) -> torch.Tensor:
     """f'(a) from y = f(a), for the activations :func:`derivative_from_output_supported`."""
     return _DERIVATIVE_FROM_OUTPUT[name](y, negative_slope)
+
+
+def softmax_error_scale(error: torch.Tensor, logits: torch.Tensor,
+                        labels: torch.Tensor) -> torch.Tensor:
+    """The factor ``k`` in ``error = k * (softmax(logits) - onehot(labels))``, as a 0-dim
+    tensor (no host read): the size a softmax cross-entropy's reduction and any loss scaling
+    (``GradScaler``, ``loss / k``) gave the error, which a rule that uses only the error's
+    sign or the labels cannot otherwise see.
+
+    ``error``, ``logits``: ``[rows, C]``; ``labels``: ``[rows]`` int64. Fitted by least
+    squares over the rows whose error is not all zero (rows a loss ignores, e.g.
+    ``ignore_index``); 0 when no row is left. Exact for a (weighted-equally) softmax
+    cross-entropy; for another loss it is only the best fit of that form. Computed in at
+    least float32: with half-precision errors the sums would overflow at GradScaler's scales.
+    """
+    dtype = torch.promote_types(error.dtype, torch.float32)
+    error = error.to(dtype)
+    unit = torch.softmax(logits.to(dtype), -1)
+    unit = unit - F.one_hot(labels, unit.shape[-1]).to(dtype)
+    unit = unit * (error != 0).any(-1, keepdim=True).to(dtype)
+    numerator, denominator = (error * unit).sum(), (unit * unit).sum()
+    safe = denominator.clamp_min(torch.finfo(dtype).tiny)
+    return torch.where(denominator > 0, numerator / safe, torch.zeros_like(numerator))

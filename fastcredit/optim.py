@@ -9,6 +9,7 @@ round: either way B receives the same (signed) gradient as W.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -128,13 +129,14 @@ class KolenPollack(_OptimizerWrapper):
         base = optimizer  # the torch optimizer inside any fastcredit wrappers
         while isinstance(base, _OptimizerWrapper):
             base = base.optimizer
-        try:
-            self.feedback_optimizer = type(base)(groups, **base.defaults)
-        except TypeError as error:
-            raise TypeError(
-                f"KolenPollack: cannot build a second {type(base).__name__} for the "
-                f"feedback matrices from its defaults {sorted(base.defaults)}"
-            ) from error
+        if isinstance(base, torch.optim.LBFGS):
+            raise TypeError("KolenPollack: LBFGS re-evaluates the loss in its step; B cannot "
+                            "take W's update from it")
+        # `defaults` may hold entries its constructor does not take (AdamW's
+        # decoupled_weight_decay): pass those it accepts, the sync sets every group's rest.
+        accepted = inspect.signature(type(base)).parameters
+        kwargs = {k: v for k, v in base.defaults.items() if k in accepted and k != "params"}
+        self.feedback_optimizer = type(base)(groups, **kwargs)
         self._sync_hyperparameters()
 
     def _sync_hyperparameters(self) -> None:

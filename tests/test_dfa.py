@@ -454,9 +454,9 @@ def test_eval_forward_needs_no_labels_and_records_nothing():
     model.eval()
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (8, C) and model.dfa._tape == {}
+    assert out.shape == (8, C) and model.dfa._tape == []
     out = model(x)  # gradients on, eval mode, no labels: plain forward, no feedback
-    assert model.dfa._tape == {}
+    assert model.dfa._tape == []
     model.train()
     with pytest.raises(ValueError, match=r"signal='target' \(DRTP\) projects the labels"):
         model(x)

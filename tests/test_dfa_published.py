@@ -197,16 +197,12 @@ def test_batch_error_scale_multiplies_by_rows_and_stays_linear_in_the_loss(signa
     for name in mean_loss:
         if name.startswith("head"):  # the output block's gradient is never rescaled
             torch.testing.assert_close(mean_batch[name], mean_loss[name], rtol=0, atol=0)
-        elif signal == "error":  # rows x the loss's error; a loss N times larger gives N x
+        else:  # rows x the loss's signal; a loss N times larger gives N x (sign's size k is
+            # read from e, so it is linear in the loss too: docs/methods.md)
             torch.testing.assert_close(mean_batch[name], len(y) * mean_loss[name],
                                        rtol=1e-12, atol=1e-14)
             torch.testing.assert_close(sum_batch[name], len(y) * mean_batch[name],
                                        rtol=1e-12, atol=1e-14)
-        else:  # sign(e): the same for either reduction, rows x the "loss" scale's sign(e)/N
-            torch.testing.assert_close(mean_batch[name], len(y) * mean_loss[name],
-                                       rtol=1e-12, atol=1e-14)
-            torch.testing.assert_close(sum_batch[name], mean_batch[name], rtol=1e-12,
-                                       atol=1e-14)
 
 
 def test_presets_reject_contradicting_options_and_reach_convert():

@@ -41,7 +41,8 @@ The model is changed in place and returned; its report is the returned model's
   Boundaries with no weight layer after them are ignored. The output block (everything after
   the last boundary) must hold exactly one Linear/Conv layer, the head, whose output the
   :class:`~fastcredit.nn.DFAOutput` follows; ``num_outputs`` defaults to the head's
-  ``out_features``. A boundary module called twice in one forward raises at that call.
+  ``out_features``. A boundary module called several times in one forward gets feedback
+  at every call; each call of the converted model starts a new forward.
 * ``"lra"``: the model must be an ``nn.Sequential`` MLP: an optional leading ``nn.Flatten``,
   then ``nn.Linear`` layers, each hidden one followed by at most one activation module
   (Tanh, Sigmoid, ReLU, ReLU6, LeakyReLU, GELU, Softplus with default arguments, Identity)

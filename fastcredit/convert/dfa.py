@@ -28,16 +28,17 @@ RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
 def _through_point(module: nn.Module, inputs, output):
     """Forward hook of a block boundary: the output goes through the module's DFA point."""
     point = module.dfa_point
-    if torch.is_grad_enabled() and point.index in point.output._tape:
-        raise RuntimeError(
-            f"{type(module).__name__} carrying a DFA point ran twice in one forward: convert "
-            "found it as a block boundary, but a module reused within a forward is not one; "
-            "place fastcredit.nn.DFAPoint modules by hand for this model"
-        )
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"a DFA block boundary must return a tensor, {type(module).__name__} "
                         f"returned {type(output).__name__}")
     return point(output)
+
+
+def _new_forward(model: nn.Module, inputs):
+    """Forward pre-hook of the converted model: each call is a new forward, so records of an
+    abandoned one (a probe of a sub-network, an exception before the head) are dropped. (A
+    function of the module, not a closure: copies and pickles keep working.)"""
+    model.get_submodule(model._dfa_output_path).discard_pending()
 
 
 def _through_output(module: nn.Module, inputs, output):
@@ -134,7 +135,11 @@ def convert_dfa(model, report, options) -> None:
             raise ValueError(f"convert(method='dfa'): the head {head_path!r} is a "
                              f"{type(head).__name__}; pass num_outputs")
         num_outputs = head.out_features
-    point_options = {"spatial": options["spatial"]} if "spatial" in options else {}
+    # The model's own forward delimits a forward (_new_forward), so a block that runs several
+    # times in it gets feedback at every run.
+    point_options = {"reuse": True}
+    if "spatial" in options:
+        point_options["spatial"] = options["spatial"]
     points = []
     for path, module in boundaries:
         if hasattr(module, "dfa_point"):
@@ -147,6 +152,8 @@ def convert_dfa(model, report, options) -> None:
     output.to(head.weight.device)
     head.add_module("dfa_output", output)
     head.register_forward_hook(_through_output)
+    model._dfa_output_path = join(head_path, "dfa_output")
+    model.register_forward_pre_hook(_new_forward)
 
     # The report: each boundary's block is every module with parameters registered after the
     # previous boundary's subtree and up to the end of its own.

@@ -38,13 +38,9 @@ class Layout:
         dims = _resolve_dims(batch_dims, len(shape), what)
         feature_sizes = [s for i, s in enumerate(shape) if i not in dims]
         rows = math.prod(shape[i] for i in dims)
-        if spatial == "dense":
+        # Shared feedback applies where there are positions; plain features are dense.
+        if spatial == "dense" or len(feature_sizes) < 2:
             return cls(shape, dims, rows, math.prod(feature_sizes))
-        if len(feature_sizes) < 2:
-            raise ValueError(
-                f"{what}: spatial='shared' needs a channel dim and position dims after the "
-                f"batch dims, got shape {list(shape)} with batch_dims {dims}"
-            )
         return cls(shape, dims, rows, feature_sizes[0], math.prod(feature_sizes[1:]))
 
     @property

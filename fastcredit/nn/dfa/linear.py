@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ... import functional, ops
 from ..amp import apply_autocast
@@ -36,6 +37,7 @@ class _DFALinearFunction(torch.autograd.Function):
         return h.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
+    @once_differentiable  # the feedback P is no derivative: a second order is undefined
     def backward(ctx, grad_h):
         x2, saved = ctx.saved_tensors
         delta, grad_bias = ops.dfa_backward_epilogue(

@@ -20,7 +20,19 @@ backward returns ``e`` for the output and the projections for the recorded tenso
 ``backward`` call, no second forward, no hooks. Each forward gets its own Function node, so
 several forwards before one backward (gradient accumulation) work; the tape only carries
 tensors from the points to the output within one forward and is emptied by every
-``DFAOutput`` call. Nothing is recorded under ``torch.no_grad()``.
+``DFAOutput`` call.
+
+What belongs to one forward: a point's output is detached, so the autograd graph cannot tell
+which recorded tensors fed the output (connecting them would make every block compute its
+input gradient, the cost DFA avoids). The tape is therefore delimited by events instead:
+every ``DFAOutput`` call takes the whole tape; a point that runs again while its earlier
+record is pending (``reuse=False``) drops that record and all earlier ones, as a forward that
+was abandoned; models from :func:`fastcredit.convert` also clear the tape at the start of
+every call of the converted model. Nothing is recorded under ``torch.no_grad()`` or during a
+backward pass (non-reentrant checkpointing recomputes the forward there; the first
+forward's records are the ones fed). Reentrant checkpointing cannot train a DFA block: its
+input carries no gradient, so ``torch.utils.checkpoint`` never re-runs the block in backward
+(a point raises RuntimeError there).
 """
 
 from __future__ import annotations
@@ -31,8 +43,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from ... import ops
+from ... import functional, ops
 from ..._spec import DISTS, check_choice, check_seed, derive_seed, seed_as_int64, seed_from_int64
 from .._host import host_value
 from ..mode import backprop_active
@@ -94,6 +107,7 @@ class _Deliver(torch.autograd.Function):
         return output
 
     @staticmethod
+    @once_differentiable  # the rule is no derivative: a second order of it is undefined
     def backward(ctx, grad_output):
         grads = ctx.plan.owner._feedback(ctx.plan, grad_output, ctx.needs_input_grad[2:])
         return (grad_output, None, *grads)
@@ -101,13 +115,15 @@ class _Deliver(torch.autograd.Function):
 
 @dataclass
 class _Plan:
-    """What one forward's backward needs: no tensors but the labels."""
+    """What one forward's backward needs: no tensors but the labels and, for the "sign" and
+    "target" signals, the (detached) output, from which the error's scale is recovered."""
 
     owner: DFAOutput
     output_layout: Layout
     indices: list[int]
     layouts: list[Layout]
     targets: torch.Tensor | None
+    output: torch.Tensor | None
 
 
 class DFAOutput(nn.Module):
@@ -119,14 +135,20 @@ class DFAOutput(nn.Module):
 
     - ``signal="error"``: ``s = e`` (DFA; Nøkland 2016). The loss's own reduction (1/N for
       ``reduction="mean"``) is in e, and applied nowhere else.
-    - ``signal="sign"``: ``s = sign(e) / rows`` (sign-DFA).
-    - ``signal="target"``: ``s = -onehot(targets) / rows`` (DRTP, Frenkel et al. 2021): the
-      labels replace the error, so the projection needs no output at all. Pass them as
-      ``dfa(logits, targets)``; in eval mode they may be omitted (no feedback is made).
+    - ``signal="sign"``: ``s = k sign(e)`` (sign-DFA).
+    - ``signal="target"``: ``s = -k onehot(targets)`` (DRTP, Frenkel et al. 2021): the
+      labels replace the error. Pass them as ``dfa(logits, targets)``; in eval mode they may
+      be omitted (no feedback is made).
 
-    The 1/rows of the last two makes their scale that of a mean-reduced loss's error, so a
-    learning rate tuned for ``"error"`` transfers. The output block itself always gets its
-    true gradient e.
+    ``k`` is the scale that the loss gave e, recovered from e itself: the output is taken
+    as logits of a softmax cross-entropy, ``e = k (softmax(output) - onehot)`` (labels:
+    ``targets``, or for "sign" each row's most negative entry), and k is fitted by least
+    squares (:func:`fastcredit.functional.softmax_error_scale`). For a mean-reduced loss
+    ``k = 1/rows``, the published normalisation, so a learning rate tuned for ``"error"``
+    transfers; a scaled loss (``GradScaler``, ``loss / n``) scales k, so these signals are
+    linear in the loss scale and two half-batches of ``loss / 2`` equal one batch, as for
+    ``"error"``. With a loss other than softmax cross-entropy use ``"error"``. The output
+    block itself always gets its true gradient e.
 
     ``error_scale`` sets the scale of ``s`` (never of the output block's gradient):
 
@@ -250,14 +272,27 @@ class DFAOutput(nn.Module):
         if feedback == "stored":
             for i in range(len(resolved)):
                 self.register_buffer(f"feedback_{i}", None)
-        self._tape: dict[int, torch.Tensor] = {}
+        self._tape: list[tuple[int, torch.Tensor]] = []
         self._host_cache: dict = {}
         host_value(self, "seed")
         host_value(self, "point_features")
 
-    def _record(self, index: int, h: torch.Tensor) -> None:
-        """Point ``index`` saw ``h`` (still attached) in the current forward."""
-        self._tape[index] = h
+    def _record(self, index: int, h: torch.Tensor, reuse: bool) -> None:
+        """Point ``index`` saw ``h`` (still attached) in the current forward. Without
+        ``reuse`` a pending record of the same point belongs to an abandoned forward: it and
+        every earlier record are dropped."""
+        if not reuse:
+            for k in range(len(self._tape) - 1, -1, -1):
+                if self._tape[k][0] == index:
+                    del self._tape[: k + 1]
+                    break
+        self._tape.append((index, h))
+
+    def discard_pending(self) -> None:
+        """Forget what points recorded since the last call (a forward that will not reach
+        this output). :func:`fastcredit.convert` calls it at the start of every forward of
+        the converted model."""
+        self._tape = []
 
     # ---- feedback matrices ---------------------------------------------------------------
     def _host(self, name: str):
@@ -343,7 +378,7 @@ class DFAOutput(nn.Module):
         ``signal="target"`` only."""
         if backprop_active():
             return output
-        tape, self._tape = self._tape, {}
+        tape, self._tape = self._tape, []
         output_layout = Layout.of(output.shape, self.batch_dims, "dense", "DFAOutput")
         if output_layout.features != self.num_outputs:
             raise ValueError(
@@ -363,12 +398,12 @@ class DFAOutput(nn.Module):
                     "signal='target' (DRTP) projects the labels: call dfa_output(output, targets)"
                 )
             return output
-        indices = sorted(tape)
+        indices = [i for i, _ in tape]
         layouts = []
-        for i in indices:
+        for i, h in tape:
             point = self.points[i]
             dims = self.batch_dims if point.batch_dims is None else point.batch_dims
-            layout = Layout.of(tape[i].shape, dims, point.spatial, f"DFAPoint {i}")
+            layout = Layout.of(h.shape, dims, point.spatial, f"DFAPoint {i}")
             if not rows_compatible(layout.rows, output_layout.rows):
                 raise ValueError(
                     f"DFAPoint {i} has {layout.rows} rows (shape {list(layout.shape)}, batch "
@@ -376,14 +411,14 @@ class DFAOutput(nn.Module):
                     "point needs the output's rows or a multiple of them"
                 )
             layouts.append(layout)
-        self._fix_geometry(dict(zip(indices, (layout.features for layout in layouts))), output)
+        self._fix_geometry(indices, [layout.features for layout in layouts], output)
         # Points of frozen blocks fix their geometry but get no feedback.
-        fed = [k for k, i in enumerate(indices) if tape[i].requires_grad]
+        fed = [k for k, (_, h) in enumerate(tape) if h.requires_grad]
         if not fed:
             return output
         plan = _Plan(self, output_layout, [indices[k] for k in fed], [layouts[k] for k in fed],
-                     targets)
-        return _Deliver.apply(output, plan, *(tape[indices[k]] for k in fed))
+                     targets, None if self.signal == "error" else output.detach())
+        return _Deliver.apply(output, plan, *(tape[k][1] for k in fed))
 
     def _check_targets(self, targets, output, layout) -> None:
         batch_shape = [output.shape[i] for i in layout.batch_dims]
@@ -402,19 +437,24 @@ class DFAOutput(nn.Module):
             torch._assert_async(((targets >= 0) & (targets < self.num_outputs)).all(),
                                 f"targets must lie in [0, {self.num_outputs})")
 
-    def _fix_geometry(self, features: dict[int, int], output: torch.Tensor) -> None:
+    def _fix_geometry(self, indices: list[int], widths: list[int], output: torch.Tensor) -> None:
         known = self._host("point_features")
-        for i, d in features.items():
-            if known[i] >= 0 and known[i] != d:
+        features: dict[int, int] = {}
+        for i, d in zip(indices, widths):
+            expected = known[i] if known[i] >= 0 else features.get(i, d)
+            if expected != d:
                 raise ValueError(
                     f"DFAPoint {i} now has {d} features but its feedback was set up for "
-                    f"{known[i]}"
+                    f"{expected}"
                 )
+            features[i] = d
         unknown = [i for i, d in enumerate(known) if d < 0 and i not in features]
         if unknown:
             raise RuntimeError(
                 f"the first forward with feedback must reach every DFAPoint (it fixes each "
-                f"point's d_l and D_max); points {unknown} recorded nothing"
+                f"point's d_l and D_max); points {unknown} recorded nothing (run under "
+                "torch.no_grad(), or in a reentrant torch.utils.checkpoint, which cannot train "
+                "a DFA block: use use_reentrant=False)"
             )
         if any(known[i] != d for i, d in features.items()):
             for i, d in features.items():
@@ -439,18 +479,19 @@ class DFAOutput(nn.Module):
     # ---- backward ------------------------------------------------------------------------
     def _signal(self, plan: _Plan, grad_output: torch.Tensor) -> torch.Tensor:
         e = plan.output_layout.to_rows(grad_output)
-        rows = max(plan.output_layout.rows, 1)
         # "batch" multiplies by rows (linear in the loss, no renormalisation): a mean loss's
         # 1/rows is undone, so a mean cross-entropy gives softmax - onehot.
-        batch = self.error_scale == "batch"
+        batch = max(plan.output_layout.rows, 1) if self.error_scale == "batch" else 1
         if self.signal == "error":
-            return e * rows if batch else e
-        per_row = 1.0 if batch else 1.0 / rows
+            return e * batch if batch != 1 else e
+        logits = plan.output_layout.to_rows(plan.output)
         if self.signal == "sign":
-            return torch.sign(e) * per_row
+            k = functional.softmax_error_scale(e, logits, e.argmin(-1))
+            return torch.sign(e) * (k * batch)
         # targets has the shape of the output's batch dims, in order: flat = the row order
-        onehot = nn.functional.one_hot(plan.targets.reshape(-1), self.num_outputs)
-        return onehot.to(e.dtype) * -per_row
+        labels = plan.targets.reshape(-1)
+        onehot = nn.functional.one_hot(labels, self.num_outputs).to(e.dtype)
+        return onehot * -(functional.softmax_error_scale(e, logits, labels) * batch)
 
     def _feedback(self, plan: _Plan, grad_output: torch.Tensor, needed) -> list:
         signal = self._signal(plan, grad_output)
@@ -490,7 +531,7 @@ class DFAOutput(nn.Module):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_tape"] = {}  # graph tensors of an unfinished forward are not state
+        state["_tape"] = []  # graph tensors of an unfinished forward are not state
         return state
 
     def extra_repr(self) -> str:

@@ -3,10 +3,12 @@ receives the projected output error in the backward pass."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ..._spec import check_choice
@@ -18,6 +20,17 @@ if TYPE_CHECKING:
 SPATIAL_MODES = ("dense", "shared")
 _NOT_ATTACHED = ("this DFAPoint is not attached to a DFAOutput: pass it in "
                  "DFAOutput(points=[...], num_outputs=...)")
+_REENTRANT_FORWARD = torch.utils.checkpoint.CheckpointFunction.forward.__code__
+
+
+def _in_reentrant_checkpoint() -> bool:
+    """Whether the caller runs inside reentrant ``torch.utils.checkpoint``'s forward."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _REENTRANT_FORWARD:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class DFAPoint(nn.Module):
@@ -26,9 +39,13 @@ class DFAPoint(nn.Module):
     Forward returns its input ``h`` *detached* (same values, no graph), so the next block
     computes no gradient for its input; ``h`` itself is recorded for the current forward of
     the :class:`DFAOutput` this point was given to, which delivers ``e @ B_l`` to it in the
-    backward pass. Place it after the block's activation (and dropout / pooling / BN), just
-    before the next weight layer, as Nøkland's, Launay's and TinyDFA's code do; that is where
-    ``convert(model, "dfa")`` puts it by default.
+    backward pass. Nothing is recorded under ``torch.no_grad()`` or while a backward pass
+    runs (non-reentrant activation checkpointing's recomputation: the first forward's record
+    is the one fed back). In training mode inside a reentrant ``torch.utils.checkpoint`` it
+    raises RuntimeError: that checkpoint never recomputes a block whose input carries no
+    gradient, so the block could not be trained. Place it after the block's activation (and
+    dropout / pooling / BN), just before the next weight layer, as Nøkland's, Launay's and
+    TinyDFA's code do; that is where ``convert(model, "dfa")`` puts it by default.
 
     Args:
         batch_dims: dims of ``h`` that index rows (samples, tokens), listed in the order that
@@ -43,14 +60,23 @@ class DFAPoint(nn.Module):
             implementations do. ``"shared"``: B_l is ``[C, C_l]`` (the first non-batch dim);
             its projection is broadcast over the remaining (position) dims and divided by
             sqrt(number of positions), which keeps the expected squared norm of the signal
-            equal to the dense option's when the entries of B_l have the same scale.
+            equal to the dense option's when the entries of B_l have the same scale. A point
+            whose tensor has no position dims (``[N, C_l]``) gets dense feedback.
+        reuse: whether the point may run more than once in one forward (a block applied
+            several times). True: every run is recorded and receives ``s @ B_l`` (the same
+            B_l) at its own tensor. False (default): a second run before the output is
+            reached means the forward that made the first run was abandoned (a probe
+            ``net[:2](x)``, an exception before the head): that record, and every earlier
+            one, is dropped.
     """
 
-    def __init__(self, *, batch_dims: Sequence[int] | None = None, spatial: str = "dense") -> None:
+    def __init__(self, *, batch_dims: Sequence[int] | None = None, spatial: str = "dense",
+                 reuse: bool = False) -> None:
         super().__init__()
         check_choice("spatial", spatial, SPATIAL_MODES)
         self.batch_dims = None if batch_dims is None else tuple(int(d) for d in batch_dims)
         self.spatial = spatial
+        self.reuse = bool(reuse)
         # The owning DFAOutput is kept out of the module tree (no duplicate registration).
         self.__dict__["_owner"] = None
         self._index: int | None = None
@@ -103,8 +129,19 @@ class DFAPoint(nn.Module):
         if backprop_active():  # the true gradient flows through (diagnostics)
             return h
         owner = self.output
-        if torch.is_grad_enabled():
-            owner._record(self._index, h)
+        if (not torch.is_grad_enabled() and self.training
+                and not torch.compiler.is_compiling() and _in_reentrant_checkpoint()):
+            # its block's input carries no gradient: torch would never re-run it in backward
+            raise RuntimeError(
+                "a DFAPoint ran inside a reentrant torch.utils.checkpoint, which cannot train "
+                "a DFA block (its input is the previous point's detached output, so the "
+                "segment is never recomputed in the backward): use use_reentrant=False"
+            )
+        # A forward inside a backward pass is checkpointing's recomputation: not recorded.
+        # (Compiled code is traced outside any backward; the query would break its graph.)
+        if torch.is_grad_enabled() and (torch.compiler.is_compiling()
+                                        or torch._C._current_graph_task_id() == -1):
+            owner._record(self._index, h, self.reuse)
         return h.detach()
 
     def extra_repr(self) -> str:
@@ -113,6 +150,8 @@ class DFAPoint(nn.Module):
             parts.append(f"batch_dims={self.batch_dims}")
         if self.spatial != "dense":
             parts.append(f"spatial={self.spatial!r}")
+        if self.reuse:
+            parts.append("reuse=True")
         return ", ".join(parts)
 
 

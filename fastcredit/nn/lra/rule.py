@@ -1,5 +1,12 @@
 """LRA-E's learning rule as autograd Functions: what a hidden or output block's backward does
-with the displacement (or error) arriving from above. See :mod:`fastcredit.nn.lra`."""
+with the displacement (or error) arriving from above. See :mod:`fastcredit.nn.lra`.
+
+Loss scaling: the rule is not linear in the error (targets ``f(a - beta d)``, clipping), yet
+``GradScaler`` or ``loss / k`` must scale every gradient by the same factor S. The output
+block recovers S from its incoming gradient (``S (softmax - onehot)``), runs the rule on the
+unscaled error and multiplies what it returns by S; it hands S to the LRA blocks below it
+(their autograd nodes, found through the graph), which run the rule on ``d / S`` and scale
+their results by S too. A hidden block that no LRA output block feeds takes S = 1."""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ... import functional, ops
+
+_SEARCH_LIMIT = 256  # autograd nodes walked to find the LRA blocks below one block
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,27 @@ def _gradients(ctx, h, e, feedback, rule: Rule, has_bias: bool):
     return grad_w, grad_b, grad_feedback
 
 
+def _scaled(grads, scale: torch.Tensor):
+    return tuple(None if g is None else g * scale.to(g.dtype) for g in grads)
+
+
+@torch.compiler.disable  # needs the real autograd graph: Dynamo then runs the rule eagerly
+def _hand_down(ctx, scale: torch.Tensor) -> None:
+    """Give the loss scale to the nearest LRA hidden blocks below this node (through any
+    non-LRA nodes between them, e.g. a dropout or a reshape)."""
+    stack = [node for node, _ in ctx.next_functions if node is not None]
+    seen = {}
+    while stack and len(seen) < _SEARCH_LIMIT:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node  # kept alive so that ids stay unique during the walk
+        if getattr(node, "_forward_cls", None) is HiddenFn:
+            node.loss_scale = scale
+            continue
+        stack.extend(n for n, _ in node.next_functions if n is not None)
+
+
 class HiddenFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, feedback, rule: Rule):
@@ -76,9 +107,15 @@ class HiddenFn(torch.autograd.Function):
         return functional.activation(a, rule.activation, rule.negative_slope)
 
     @staticmethod
+    @once_differentiable  # a learning rule, not a derivative: no second order
     def backward(ctx, displacement):
         h, weight, bias, feedback, a = ctx.saved_tensors
         rule: Rule = ctx.rule
+        scale = getattr(ctx, "loss_scale", None)  # set by the LRA block above, if any
+        if scale is None:
+            scale = displacement.new_ones(())
+        _hand_down(ctx, scale)
+        displacement = displacement / scale.to(displacement.dtype)
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
                           rule.use_fprime, rule.negative_slope)
         grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
@@ -97,7 +134,7 @@ class HiddenFn(torch.autograd.Function):
                 return _local_error(z_moved, target, rule, a_moved)
 
             grad_h = _displacement_below(h, e, feedback, rule, error_at)
-        return grad_h, grad_w, grad_b, grad_feedback, None
+        return *_scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None
 
 
 class OutputFn(torch.autograd.Function):
@@ -109,12 +146,19 @@ class OutputFn(torch.autograd.Function):
         return logits
 
     @staticmethod
+    @once_differentiable  # a learning rule, not a derivative: no second order
     def backward(ctx, grad_logits):
         h, weight, bias, feedback, logits = ctx.saved_tensors
         rule: Rule = ctx.rule
         rows = grad_logits.reshape(-1, grad_logits.shape[-1]).shape[0]
-        # A mean-reduced loss scaled the error by 1/rows: undo it so e = softmax - onehot.
+        # A mean-reduced loss scaled the error by 1/rows: undo it so e = S (softmax - onehot),
+        # S the loss scale, then divide S out.
         e = grad_logits if ctx.sum_reduction else grad_logits * rows
+        e_rows, logit_rows = e.reshape(-1, e.shape[-1]), logits.reshape(-1, e.shape[-1])
+        scale = functional.softmax_error_scale(e_rows, logit_rows, e_rows.argmin(-1))
+        scale = torch.where(scale != 0, scale, torch.ones_like(scale))  # e = 0: nothing to undo
+        _hand_down(ctx, scale)
+        e = e / scale
         grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
         grad_h = None
         if ctx.needs_input_grad[0]:
@@ -124,4 +168,4 @@ class OutputFn(torch.autograd.Function):
                 return torch.softmax(F.linear(moved, weight, bias), -1) - onehot
 
             grad_h = _displacement_below(h, e, feedback, rule, error_at)
-        return grad_h, grad_w, grad_b, grad_feedback, None, None
+        return *_scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None, None
