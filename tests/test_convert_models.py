@@ -5,7 +5,6 @@ shares leave nothing but embeddings and normalisation to backprop; B := W reprod
 backprop's gradients; plain state_dicts load with strict=True and unconvert gives back a
 model whose state_dict loads into the original architecture."""
 
-import copy
 
 import pytest
 import torch

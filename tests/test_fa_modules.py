@@ -4,7 +4,6 @@ weight (B := W), forward values and every gradient (all parameters and the input
 plain torch module's autograd (backprop, BPTT) in float64; with a random B the input gradient
 is δ B."""
 
-import copy
 
 import pytest
 import torch

@@ -2,9 +2,11 @@
 whose backward sends ``δ B`` to their input instead of ``δ W``.
 
 ``rule``: where B comes from for each method (storage, scale, the per-backward rule).
-``layers``: the drop-in Linear, Conv, ConvTranspose and transformers-style Conv1D layers that
-apply it, and :class:`WeightFeedback`, one weight matrix's feedback state for modules that
-use several. ``attention``: ``MultiheadAttention``. ``recurrent``: ``RNN``, ``LSTM``, ``GRU``.
+``state``: :class:`FeedbackLayer`, the feedback state every layer keeps, brSF's draw hook, and
+:class:`WeightFeedback`, one weight matrix's state for modules that use several.
+``functions``: the autograd Functions. ``layers``: the drop-in Linear, Conv, ConvTranspose and
+transformers-style Conv1D layers. ``attention``: ``MultiheadAttention``. ``recurrent``:
+``RNN``, ``LSTM``, ``GRU``.
 """
 
 from .attention import MultiheadAttention
@@ -16,12 +18,11 @@ from .layers import (
     ConvTranspose1d,
     ConvTranspose2d,
     ConvTranspose3d,
-    FeedbackLayer,
     Linear,
-    WeightFeedback,
 )
 from .recurrent import GRU, LSTM, RNN
 from .rule import STORAGE, FeedbackRule, default_scale, fans, resolve_storage
+from .state import FeedbackLayer, WeightFeedback
 
 __all__ = ["GRU", "LSTM", "RNN", "STORAGE", "Conv1D", "Conv1d", "Conv2d", "Conv3d",
            "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "FeedbackLayer",

@@ -20,7 +20,8 @@ from torch.autograd.function import once_differentiable
 from ..._spec import derive_seed
 from ..amp import apply_autocast
 from ..mode import backprop_active
-from .layers import _METHOD_DOC, Linear, WeightFeedback
+from .layers import _METHOD_DOC, Linear
+from .state import WeightFeedback
 
 
 class _PackedProjection(torch.autograd.Function):

@@ -21,7 +21,8 @@ from torch import nn
 
 from ..._spec import derive_seed
 from ..mode import backprop_active
-from .layers import _METHOD_DOC, WeightFeedback
+from .layers import _METHOD_DOC
+from .state import WeightFeedback
 
 
 class _Recurrent:
