@@ -171,6 +171,18 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Where the data comes from and whether progress is shown: train's and reproduce's."""
+    parser.add_argument("--data-dir", default=None,
+                        help="directory holding <dataset>/ sub-directories of idx files, or "
+                             "the idx files themselves (default: the search path in "
+                             "docs/cli.md)")
+    parser.add_argument("--download", action="store_true",
+                        help="download a missing dataset (checksums verified)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar or progress lines")
+
+
 def _parser() -> _Parser:
     from . import bench, data, reproduce, train
 
@@ -220,14 +232,8 @@ def _parser() -> _Parser:
     run.add_argument("--alignment-every", type=_positive_int, default=None, metavar="STEPS",
                      help="steps between alignment measurements in steps.csv (default: about "
                           f"{train.ALIGNMENT_POINTS} per run)")
-    run.add_argument("--data-dir", default=None,
-                     help="directory holding the idx files (default: the search path in "
-                          "docs/cli.md)")
-    run.add_argument("--download", action="store_true",
-                     help="download a missing dataset (checksums verified)")
     run.add_argument("--out", default="fastcredit-run", help="output directory")
-    run.add_argument("--no-progress", action="store_true",
-                     help="no progress bar or progress lines")
+    _add_data_options(run)
     run.set_defaults(run=_train)
 
     again = commands.add_parser(
@@ -252,13 +258,7 @@ def _parser() -> _Parser:
                             "no limit)")
     again.add_argument("--threads", type=_positive_int, default=None,
                        help="CPU threads for torch (default: torch's choice)")
-    again.add_argument("--data-dir", default=None,
-                       help="directory holding <dataset>/ sub-directories of idx files "
-                            "(default: the search path in docs/cli.md)")
-    again.add_argument("--download", action="store_true",
-                       help="download a missing dataset (checksums verified)")
-    again.add_argument("--no-progress", action="store_true",
-                       help="no progress bar or progress lines")
+    _add_data_options(again)
     again.set_defaults(run=_reproduce)
 
     timing = commands.add_parser(
