@@ -345,7 +345,8 @@ CLI_CASES = [
     ("threads", ["--threads", "-2"], "argument --threads: must be a positive integer, got -2"),
     ("hidden", ["--hidden", "0"], "argument --hidden: must be a positive integer, got 0"),
     ("max-steps", ["--max-steps", "0"], "argument --max-steps: must be a positive integer, got 0"),
-    ("lr-inf", ["--lr", "inf"], "argument --lr: must be a positive finite number, got inf"),
+    ("lr-inf", ["--lr", "inf"],
+     r"argument --lr: must be a positive number below 3.4e38 \(float32\), got inf"),
     ("model", ["--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
     ("optimizer", ["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
 ]

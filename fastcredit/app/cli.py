@@ -67,11 +67,13 @@ def _non_negative_float(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    requirement = "an integer with 0 <= seed < 2**64"
-    value = _number(text, int, requirement)
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
-    return value
+    from .._spec import check_seed  # the library's one seed rule and its message
+
+    value = _number(text, int, "an integer with 0 <= seed < 2**64")
+    try:
+        return check_seed(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("seed ")) from None
 
 
 def _milestones(text: str) -> tuple[int, ...]:
