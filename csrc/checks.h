@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -16,12 +18,27 @@
 
 namespace fastcredit {
 
-inline Dist parse_dist(const std::string& name) {
-  if (name == "uniform") return Dist::kUniform;
-  if (name == "normal") return Dist::kNormal;
-  if (name == "rademacher") return Dist::kRademacher;
-  TORCH_CHECK(false, "fastcredit: unknown dist '", name,
-              "'; expected one of 'uniform', 'normal', 'rademacher'");
+// The generator `name`, checked with the op's (finite) scale: the float32 dists multiply by
+// scale in float32, so it must be within float32's range.
+inline Dist parse_dist(const std::string& name, double scale, const char* op) {
+  Dist dist;
+  if (name == "uniform") {
+    dist = Dist::kUniform;
+  } else if (name == "normal") {
+    dist = Dist::kNormal;
+  } else if (name == "rademacher") {
+    dist = Dist::kRademacher;
+  } else if (name == "uniform32") {
+    dist = Dist::kUniform32;
+  } else if (name == "normal32") {
+    dist = Dist::kNormal32;
+  } else {
+    TORCH_CHECK(false, "fastcredit: unknown dist '", name, "'; expected one of 'uniform', ",
+                "'normal', 'rademacher', 'uniform32', 'normal32'");
+  }
+  TORCH_CHECK(!is_float32_dist(dist) || std::fabs(scale) <= std::numeric_limits<float>::max(),
+              op, ": scale must be within float32's range for dist '", name, "', got ", scale);
+  return dist;
 }
 
 inline Activation parse_activation(const std::string& name) {
@@ -120,7 +137,7 @@ inline SignFeedbackPlan plan_sign_feedback(const at::Tensor& weight,
               "*kernel], got ", weight.dim(), "-D tensor of shape ", weight.sizes());
   check_floating(weight, "sign_feedback", "weight");
   TORCH_CHECK(std::isfinite(scale), "sign_feedback: scale must be finite, got ", scale);
-  const Dist d = parse_dist(dist);
+  const Dist d = parse_dist(dist, scale, "sign_feedback");
   const bool has_magnitude = magnitude.has_value() && magnitude->defined();
   if (mode == "stored") {
     TORCH_CHECK(has_magnitude, "sign_feedback: mode 'stored' needs a magnitude tensor");

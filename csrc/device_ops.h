@@ -62,7 +62,7 @@ inline bool has_seeded_kernel_dtype(const at::Tensor& t) {
 template <typename Context>
 void feedback_fill(at::Tensor& out, int64_t seed, const std::string& dist, double scale) {
   check_feedback_fill_args(out, scale);
-  const Dist d = parse_dist(dist);
+  const Dist d = parse_dist(dist, scale, "feedback_fill_");
   const Context ctx(out.device());
   if (!has_seeded_kernel_dtype(out)) {
     at::Tensor staged = at::empty(out.sizes(), out.options().dtype(at::kFloat));
@@ -83,7 +83,7 @@ template <typename Context>
 at::Tensor seeded_project(const at::Tensor& x, int64_t seed, int64_t cols,
                           const std::string& dist, double scale, bool transpose) {
   check_seeded_project_args(x, cols, scale);
-  const Dist d = parse_dist(dist);
+  const Dist d = parse_dist(dist, scale, "seeded_project");
   const Context ctx(x.device());
   if (!has_seeded_kernel_dtype(x)) {
     return seeded_project<Context>(x.to(at::kFloat), seed, cols, dist, scale, transpose)

@@ -10,15 +10,15 @@ namespace {
 
 void feedback_fill_cpu(at::Tensor& out, int64_t seed, const std::string& dist, double scale) {
   check_feedback_fill_args(out, scale);
-  const Dist d = parse_dist(dist);
+  const Dist d = parse_dist(dist, scale, "feedback_fill_");
   cpu::feedback_fill(out, static_cast<uint64_t>(seed), d, scale);
 }
 
 at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
                               const std::string& dist, double scale, bool transpose) {
   check_seeded_project_args(x, cols, scale);
-  return cpu::seeded_project(x, static_cast<uint64_t>(seed), cols, parse_dist(dist), scale,
-                             transpose);
+  const Dist d = parse_dist(dist, scale, "seeded_project");
+  return cpu::seeded_project(x, static_cast<uint64_t>(seed), cols, d, scale, transpose);
 }
 
 at::Tensor lra_error_cpu(const at::Tensor& a, const at::Tensor& d, double beta,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-# Distributions of the seeded feedback values F(seed) (csrc/fastcredit/philox.h).
-DISTS = ("uniform", "normal", "rademacher")
+# Distributions of the seeded feedback values F(seed) (csrc/fastcredit/philox.h). The "32"
+# ones map the same Philox words in float32 arithmetic, for GPUs with slow FP64 (same
+# distribution; values not bit-identical across devices). UNIFORM_DISTS have variance 1/3.
+DISTS = ("uniform", "normal", "rademacher", "uniform32", "normal32")
+UNIFORM_DISTS = ("uniform", "uniform32")
 # Activations every fused kernel knows (csrc/fastcredit/activations.h). "sign" uses the
 # surrogate derivative 1{|a| <= 1} wherever f' is needed.
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "relu6", "softplus", "gelu",

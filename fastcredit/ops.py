@@ -58,7 +58,10 @@ def feedback_fill_(
 
     Entry (r, c) depends only on (seed, r, c), so any two calls, thread counts or devices
     agree bit for bit. ``dist``: "uniform" ([-1, 1)), "normal" (mean 0, std 1) or
-    "rademacher" (+-1); every value is multiplied by ``scale``.
+    "rademacher" (+-1); every value is multiplied by ``scale``. "uniform32" and "normal32"
+    are the same distributions computed in float32 for GPUs with slow FP64 (docs/kernels.md):
+    deterministic per device, but not bit-identical across devices; they need |scale| within
+    float32's range (RuntimeError otherwise).
     """
     check_choice("dist", dist, DISTS)
     _library.ops.feedback_fill_(out, _int64_seed(seed), dist, float(scale))

@@ -52,8 +52,32 @@ def _seed_key(seed: int) -> tuple[int, int]:
     return seed & _MASK32, seed >> 32
 
 
+def _normal32_from_words(words: torch.Tensor) -> torch.Tensor:
+    """normal32: Box-Muller in float32 on lane pairs, the angle 2 pi t (t = j / 2**24) first
+    reduced in integers to a quadrant q = round(4 t) and a = 2 pi (t - q / 4) in [-pi/4, pi/4]."""
+    radius_words, angle_words = words[..., 0::2], words[..., 1::2]
+    u1 = ((radius_words >> 8) + 1).to(torch.float32) * 2.0**-24  # exact in float32
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    j = angle_words >> 8
+    quarter = (j + (1 << 21)) >> 22
+    q = quarter & 3
+    step = torch.tensor(2 * math.pi, dtype=torch.float32) * 2.0**-24  # float32 2 pi, exact / 2**24
+    a = (j - (quarter << 22)).to(torch.float32) * step
+    sin_a, cos_a = torch.sin(a), torch.cos(a)
+    sin_r = torch.where((q & 1) == 1, cos_a, sin_a)
+    cos_r = torch.where((q & 1) == 1, sin_a, cos_a)
+    cos_theta = torch.where(((q + 1) & 2) != 0, -cos_r, cos_r)
+    sin_theta = torch.where((q & 2) != 0, -sin_r, sin_r)
+    return torch.stack((r * cos_theta, r * sin_theta), dim=-1).flatten(-2)
+
+
 def _values_from_words(words: torch.Tensor, dist: str) -> torch.Tensor:
-    """Map Philox words [..., 4] to float64 values [..., 4] of the given distribution."""
+    """Map Philox words [..., 4] to values [..., 4] of the given distribution: float64, or
+    float32 for the float32 generator ("uniform32", "normal32")."""
+    if dist == "uniform32":  # uniform's values, exact in float32
+        return _values_from_words(words, "uniform").to(torch.float32)
+    if dist == "normal32":
+        return _normal32_from_words(words)
     if dist == "uniform":
         signed = torch.where(words >= 2**31, words - 2**32, words)
         return (signed >> 8).to(torch.float64) * 2.0**-23
@@ -83,7 +107,8 @@ def feedback_matrix(
     Entry (r, c) is lane ``c % 4`` of Philox4x32-10 at counter
     ``(c // 4 mod 2**32, c // 4 >> 32, r mod 2**32, r >> 32)`` under key ``(seed mod 2**32,
     seed >> 32)``, mapped by ``dist``: uniform on [-1, 1) with 24-bit resolution, Box-Muller
-    normal from lane pairs, or the sign of the top bit.
+    normal from lane pairs, or the sign of the top bit, computed in float64; "uniform32" and
+    "normal32" compute the same mappings (and the product with ``scale``) in float32.
     """
     groups = (cols + 3) // 4
     row = torch.arange(rows, dtype=torch.int64).repeat_interleave(groups)
@@ -91,7 +116,9 @@ def feedback_matrix(
     counter = (group & _MASK32, group >> 32, row & _MASK32, row >> 32)
     words = torch.stack(philox4x32_10(counter, _seed_key(seed)), dim=-1)
     values = _values_from_words(words, dist).reshape(rows, groups * 4)[:, :cols]
-    return (values * scale).to(dtype=dtype, device=device)
+    # the float32 generator multiplies by scale rounded to float32, in float32
+    factor = torch.tensor(scale, dtype=values.dtype)
+    return (values * factor).to(dtype=dtype, device=device)
 
 
 def feedback_fill_(

@@ -43,8 +43,12 @@ def _strided(tensor: torch.Tensor, transpose: bool, step: int) -> torch.Tensor:
     return tensor
 
 
-def _close(got, want, dtype):
+def _close(got, want, dtype, dist=None):
+    # normal32's op and reference compute log/sin/cos in float32 with different libraries
+    # (C library vs torch's): a few float32 ulps apart whatever the output dtype
     tol = TOLERANCE[dtype]
+    if dist == "normal32":
+        tol = max(tol, TOLERANCE[torch.float32])
     torch.testing.assert_close(got, want, rtol=tol, atol=tol, equal_nan=True)
 
 
@@ -58,8 +62,8 @@ def test_feedback_fill_matches_reference(name, rows, cols, seed, dist, scale, dt
     out = out.T if transposed_out else out
     backend.op("feedback_fill_")(out, seed, dist=dist, scale=scale)
     want = reference.feedback_matrix(seed, rows, cols, dist=dist, scale=scale, dtype=dtype)
-    if dist == "normal" or dtype in (torch.float16, torch.bfloat16):
-        _close(out, want, dtype)  # normal: libm-free but not bit-equal to torch's log/sin
+    if dist in ("normal", "normal32") or dtype in (torch.float16, torch.bfloat16):
+        _close(out, want, dtype, dist)  # normal: libm-free but not bit-equal to torch's log/sin
     else:
         assert torch.equal(out, want)
 
@@ -72,7 +76,7 @@ def test_seeded_project_matches_reference(name, n, k, cols, seed, dist, transpos
     x = _strided(torch.randn(n, k, dtype=dtype), *layout)
     got = backend.op("seeded_project")(x, seed, cols, dist=dist, scale=0.5, transpose=transpose)
     want = reference.seeded_project(x, seed, cols, dist=dist, scale=0.5, transpose=transpose)
-    _close(got, want, dtype)
+    _close(got, want, dtype, dist)
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda_emulated"])
@@ -107,7 +111,7 @@ def test_sign_feedback_matches_reference(name, shape, mode, seed, step, dist, sc
     got = backend.op("sign_feedback")(weight, mode, **kwargs)
     want = reference.sign_feedback(weight, mode, **kwargs)
     assert got.shape == weight.shape and got.is_contiguous()
-    _close(got, want, dtype)
+    _close(got, want, dtype, dist)
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda_emulated"])

@@ -55,10 +55,16 @@ OP_CASES = [
      lambda b: _op(b, "feedback_fill_")(torch.empty(8).as_strided((3, 4), (1, 1)), 1),
      RuntimeError, r"out must not overlap itself, got shape \[3, 4\] with strides \[1, 1\]"),
     ("fill-dist", lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), 1, dist="gauss"),
-     ValueError, r"unknown dist 'gauss'; expected one of \('uniform', 'normal', 'rademacher'\)"),
+     ValueError, r"unknown dist 'gauss'; expected one of \('uniform', 'normal', 'rademacher', "
+     r"'uniform32', 'normal32'\)"),
     ("fill-dist-kernel",
      lambda b: _kernel(b, "feedback_fill_")(torch.empty(2, 2), 1, "gauss", 1.0), RuntimeError,
-     "unknown dist 'gauss'; expected one of 'uniform', 'normal', 'rademacher'"),
+     "unknown dist 'gauss'; expected one of 'uniform', 'normal', 'rademacher', 'uniform32', "
+     "'normal32'"),
+    ("fill-scale-float32",
+     lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), 1, dist="normal32", scale=1e39),
+     RuntimeError, "feedback_fill_: scale must be within float32's range for dist 'normal32', "
+     "got 1e\+39"),
     ("fill-scale", lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), 1, scale=NAN),
      RuntimeError, "feedback_fill_: scale must be finite, got nan"),
     ("fill-seed-negative", lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), -1),

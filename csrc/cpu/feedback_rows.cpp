@@ -76,10 +76,24 @@ FC_CPU_MULTIVERSION void feedback_row_values(uint64_t seed, Dist dist, double sc
       normal_pairs(words[0], words[1], groups, raw[0], raw[1]);
       normal_pairs(words[2], words[3], groups, raw[2], raw[3]);
       break;
+    case Dist::kUniform32:
+      for (int lane = 0; lane < 4; ++lane)
+        for (int64_t g = 0; g < groups; ++g) raw[lane][g] = uniform32_from_bits(words[lane][g]);
+      break;
+    case Dist::kNormal32:
+      for (int pair = 0; pair < 2; ++pair) {
+        for (int64_t g = 0; g < groups; ++g) {
+          float even, odd;
+          normal32_pair_from_bits(words[2 * pair][g], words[2 * pair + 1][g], even, odd);
+          raw[2 * pair][g] = even;
+          raw[2 * pair + 1][g] = odd;
+        }
+      }
+      break;
   }
   for (int64_t j = 0; j < count; ++j) {
     const int64_t i = skip + j;
-    values[j] = exact::mul(raw[i % 4][i / 4], scale);
+    values[j] = scaled_value(raw[i % 4][i / 4], dist, scale);
   }
 }
 

@@ -104,11 +104,18 @@ FC_HOST_DEVICE FC_INLINE double log_of_int(uint32_t k) {
   return add(add(mul(e, ln2_hi), mul(2.0, mul(s, series))), mul(e, ln2_lo));
 }
 
+// t = j / 2^24 (0 <= j < 2^24) as quadrant q = round(4t) mod 4 plus r = r_int / 2^24 =
+// t - round(4t) / 4 in [-1/8, 1/8], exact in integers.
+FC_HOST_DEVICE FC_INLINE uint32_t quarter_turns(uint32_t j, int32_t& r_int) {
+  const uint32_t quarters = (j + (1u << 21)) >> 22;
+  r_int = static_cast<int32_t>(j) - static_cast<int32_t>(quarters << 22);
+  return quarters & 3u;
+}
+
 // sin and cos of 2*pi*t for t = j / 2^24, 0 <= j < 2^24.
 FC_HOST_DEVICE FC_INLINE void sincos_2pi(uint32_t j, double& sin_out, double& cos_out) {
-  // quadrant q = round(4t); r = t - q/4 in [-1/8, 1/8] is exact in integers
-  const uint32_t q = ((j + (1u << 21)) >> 22) & 3u;
-  const int32_t r_int = static_cast<int32_t>(j) - static_cast<int32_t>(((j + (1u << 21)) >> 22) << 22);
+  int32_t r_int;
+  const uint32_t q = quarter_turns(j, r_int);
   const double two_pi = 6.28318530717958647692;
   const double a = mul(two_pi, static_cast<double>(r_int) * (1.0 / 16777216.0));  // |a| <= pi/4
   const double a2 = mul(a, a);
@@ -138,8 +145,15 @@ FC_HOST_DEVICE FC_INLINE void sincos_2pi(uint32_t j, double& sin_out, double& co
 }  // namespace exact
 
 // ---------------------------------------------------------------------------------------
-// Distributions. Each turns one Philox output block into 4 values.
-enum class Dist : int { kUniform = 0, kNormal = 1, kRademacher = 2 };
+// Distributions. Each turns one Philox output block into 4 values. kUniform and kNormal are
+// computed in FP64 with the exact:: operations above, bit-identical on every device;
+// kUniform32 and kNormal32 map the same words in float32 arithmetic for GPUs whose FP64 rate
+// is a small fraction of their FP32 rate (same distribution, not bit-identical across devices).
+enum class Dist : int { kUniform = 0, kNormal = 1, kRademacher = 2, kUniform32 = 3, kNormal32 = 4 };
+
+FC_HOST_DEVICE FC_INLINE bool is_float32_dist(Dist dist) {
+  return dist == Dist::kUniform32 || dist == Dist::kNormal32;
+}
 
 // Symmetric uniform on [-1, 1) with 24-bit resolution: exact in float32, so every dtype
 // sees the same values.
@@ -164,8 +178,58 @@ FC_HOST_DEVICE FC_INLINE void normal_pair_from_bits(uint32_t radius_bits, uint32
   odd = exact::mul(r, s);
 }
 
+// The float32 generator. uniform32 is uniform's 24-bit integer times 2^-23, exact in float32.
+FC_HOST_DEVICE FC_INLINE float uniform32_from_bits(uint32_t bits) {
+  return static_cast<float>(static_cast<int32_t>(bits) >> 8) * (1.0f / 8388608.0f);
+}
+
+// normal32: the Box-Muller of normal_pair_from_bits in float32. The radius uses the platform's
+// logf and sqrtf (CUDA's accurate logf on the device, 1 ulp; the C library's on the host), not
+// the fast __logf: its absolute error of 2^-21 near u1 = 1 would swamp log(u1) of about -2^-24
+// and could make it positive. u1 = k 2^-24 is exact in float32. The angle is reduced to
+// [-pi/4, pi/4] in integers, as in the FP64 path, and sin/cos are Taylor polynomials there
+// (truncation < 0.1 ulp): libdevice's sinf/cosf would bring a Payne-Hanek branch with FP64
+// instructions that this range never needs.
+FC_HOST_DEVICE FC_INLINE void normal32_pair_from_bits(uint32_t radius_bits, uint32_t angle_bits,
+                                                      float& even, float& odd) {
+  const float u1 =
+      static_cast<float>(static_cast<int32_t>((radius_bits >> 8) + 1u)) * (1.0f / 16777216.0f);
+  const float r = sqrtf(-2.0f * logf(u1));
+  int32_t r_int;
+  const uint32_t q = exact::quarter_turns(angle_bits >> 8, r_int);
+  const float a = static_cast<float>(r_int) * (6.28318530717958647692f / 16777216.0f);
+  const float a2 = a * a;
+  // sin to a^9 (next term < 2.5e-9 relative at pi/4), cos to a^10 (next < 1.6e-10)
+  constexpr float s3 = -1.0f / 6, s5 = 1.0f / 120, s7 = -1.0f / 5040, s9 = 1.0f / 362880;
+  constexpr float c4 = 1.0f / 24, c6 = -1.0f / 720, c8 = 1.0f / 40320, c10 = -1.0f / 3628800;
+  const float sin_a = a + a * (a2 * (s3 + a2 * (s5 + a2 * (s7 + a2 * s9))));
+  const float cos_a = 1.0f + a2 * (-0.5f + a2 * (c4 + a2 * (c6 + a2 * (c8 + a2 * c10))));
+  const float sin_r = (q & 1u) ? cos_a : sin_a;
+  const float cos_r = (q & 1u) ? sin_a : cos_a;
+  even = r * (((q + 1u) & 2u) ? -cos_r : cos_r);
+  odd = r * ((q & 2u) ? -sin_r : sin_r);
+}
+
+FC_HOST_DEVICE FC_INLINE void values32_from_block(const Philox4& block, Dist dist, float out[4]) {
+  if (dist == Dist::kUniform32) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[i] = uniform32_from_bits(block.v[i]);
+  } else {
+    normal32_pair_from_bits(block.v[0], block.v[1], out[0], out[1]);
+    normal32_pair_from_bits(block.v[2], block.v[3], out[2], out[3]);
+  }
+}
+
 FC_HOST_DEVICE FC_INLINE void values_from_block(const Philox4& block, Dist dist, double out[4]) {
   switch (dist) {
+    case Dist::kUniform32:
+    case Dist::kNormal32: {
+      float values[4];
+      values32_from_block(block, dist, values);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) out[i] = values[i];
+      break;
+    }
     case Dist::kUniform:
 #pragma unroll
       for (int i = 0; i < 4; ++i) out[i] = uniform_from_bits(block.v[i]);
@@ -189,12 +253,20 @@ FC_HOST_DEVICE FC_INLINE Philox4 feedback_block(uint64_t seed, uint64_t row, uin
   return philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
-// The four consecutive entries (row, 4g .. 4g+3), already multiplied by `scale`.
+// value * scale: in FP64 for the FP64 dists; in float32 (scale rounded to float32 first) for
+// the float32 dists, whose values and products are exact in double.
+FC_HOST_DEVICE FC_INLINE double scaled_value(double value, Dist dist, double scale) {
+  if (is_float32_dist(dist)) return static_cast<float>(value) * static_cast<float>(scale);
+  return exact::mul(value, scale);
+}
+
+// The four consecutive entries (row, 4g .. 4g+3), already multiplied by `scale`. The float32
+// dists take no FP64 arithmetic: their float -> double -> float round trips are exact.
 FC_HOST_DEVICE FC_INLINE void feedback_group(uint64_t seed, uint64_t row, uint64_t col_group,
                                              Dist dist, double scale, double out[4]) {
   values_from_block(feedback_block(seed, row, col_group), dist, out);
 #pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = exact::mul(out[i], scale);
+  for (int i = 0; i < 4; ++i) out[i] = scaled_value(out[i], dist, scale);
 }
 
 }  // namespace fastcredit

@@ -181,6 +181,9 @@ class DFAOutput(nn.Module):
       ``±1/sqrt(d_l)``.
     - ``"none"`` (uniform): 1.
 
+    ``dist="normal32"`` / ``"uniform32"`` draws the same distribution in float32, for GPUs with
+    slow FP64 (docs/kernels.md); its values are not bit-identical across devices.
+
     ``preset`` fixes ``feedback``, ``normalization``, ``dist`` and ``error_scale`` as a
     paper's code has them (ALGORITHMS.md §3.4, §4.1, §5); passing one of those too raises
     ValueError unless it agrees:

@@ -28,7 +28,8 @@ _METHOD_DOC = """
         usf and bp take None.
     seed: seed of B / |M| (0 <= seed < 2**64); drawn from torch's generator when None.
     feedback_scale: scale of the drawn values (default: Xavier, see fastcredit.feedback).
-    feedback_dist: "uniform" (default), "normal" or "rademacher" draws of F (fa, frsf, brsf, kp).
+    feedback_dist: "uniform" (default), "normal" or "rademacher" draws of F (fa, frsf, brsf, kp);
+        "uniform32" / "normal32" generate them in float32 for GPUs with slow FP64.
 """.format(methods=FEEDBACK_METHODS)
 
 

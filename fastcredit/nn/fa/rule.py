@@ -17,8 +17,9 @@ kp        stored, trained like W (:class:`fastcredit.optim.KolenPollack`)   stor
 
 ``scale`` defaults to the Xavier (Glorot) value for the distribution, so every B entry has
 variance ``2 / (fan_in + fan_out)`` (fans as :func:`torch.nn.init.xavier_uniform_` counts
-them): ``sqrt(6 / (fan_in + fan_out))`` for ``"uniform"`` draws on [-1, 1),
-``sqrt(2 / (fan_in + fan_out))`` for ``"normal"`` and ``"rademacher"`` and for uSF's sign.
+them): ``sqrt(6 / (fan_in + fan_out))`` for ``"uniform"`` / ``"uniform32"`` draws on [-1, 1),
+``sqrt(2 / (fan_in + fan_out))`` for ``"normal"``, ``"normal32"`` and ``"rademacher"`` and for
+uSF's sign.
 sign(0) = 0: a zero weight sends no feedback, as under backprop.
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ... import ops
-from ..._spec import DISTS, FEEDBACK_METHODS, check_choice
+from ..._spec import DISTS, FEEDBACK_METHODS, UNIFORM_DISTS, check_choice
 
 # How each method may keep its feedback; the first entry is the default. None: nothing to keep.
 STORAGE = {
@@ -75,7 +76,7 @@ def default_scale(method: str, shape: torch.Size | tuple[int, ...], dist: str) -
     check_choice("dist", dist, DISTS)
     fan_in, fan_out = fans(shape)
     variance = 2.0 / max(fan_in + fan_out, 1)
-    uniform_draws = dist == "uniform" and method != "usf"
+    uniform_draws = dist in UNIFORM_DISTS and method != "usf"
     return math.sqrt(3.0 * variance if uniform_draws else variance)
 
 
