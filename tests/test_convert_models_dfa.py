@@ -203,3 +203,23 @@ def test_lra_names_a_module_it_cannot_handle(name):
     names = {type(m).__name__ for m in model.modules()} | {p for p, _ in model.named_modules()
                                                            if p}
     assert any(n in str(info.value) for n in names), str(info.value)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dfa_model_loads_a_plain_state_dict_strictly(name):
+    plain = _model(name)
+    with torch.no_grad():  # a "pretrained" file: weights different from the fresh ones
+        for p in plain.parameters():
+            p.mul_(2).add_(0.1)
+    model = fastcredit.convert(_model(name), "dfa", seed=5)
+    output = dfa_points(model)[0].output
+    seed = output.seed.clone()
+    model.load_state_dict(plain.state_dict(), strict=True)
+    state = model.state_dict()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(state[key], value), key
+    assert torch.equal(output.seed, seed)  # the file lacks the seed: it keeps its own
+    # a converted model's own file still carries (and restores) the DFA state
+    other = fastcredit.convert(_model(name), "dfa", seed=6)
+    other.load_state_dict(state, strict=True)
+    assert torch.equal(dfa_points(other)[0].output.seed, seed)
