@@ -13,10 +13,16 @@ The model is changed in place and returned; its report is the returned model's
 * ``"dfa"``: weight layers stay torch layers; a :class:`~fastcredit.nn.DFAPoint` is attached
   after every hidden block and a :class:`~fastcredit.nn.DFAOutput` to the output layer (both
   through forward hooks, as children of the module they follow, so no state-dict key moves).
-  A *block boundary* is found from the module tree, in registration order:
+  A *block boundary* is found from the module tree, in registration order, among the
+  children of the root, of containers (``nn.Sequential``, ``nn.ModuleList``,
+  ``nn.ModuleDict``) and of any module holding a *stack* (a ModuleList or Sequential of two
+  or more modules of one class holding weights: ``TransformerEncoder.layers``, GPT-2's
+  ``transformer.h``, BERT's ``encoder.layer``, a ResNet stage), searched recursively; a
+  stack's members are not opened:
 
-  - an activation module that is a direct child of the root or of a container
-    (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``, searched recursively);
+  - an activation module;
+  - an RNN (``nn.RNN``/``LSTM``/``GRU``): its output sequence gets the point, with
+    per-time-step feedback;
   - a child of those that is neither a container nor an activation and holds weight layers
     (a residual block, a custom stage): its *output* is the boundary, so for a ResNet each
     residual block (after its skip addition and final activation) is one DFA block, and the
@@ -38,7 +44,21 @@ The model is changed in place and returned; its report is the returned model's
   - ``"after_activation"``: on the boundary itself (the activation's or the block's
     output), before any pooling: another DFA variant (B_l over the unpooled map).
 
-  Boundaries with no weight layer after them are ignored. The output block (everything after
+  ``sublayers=True`` (TinyDFA's finer placement) adds a point after the attention sublayer
+  of every stack member (its first child that is an ``nn.MultiheadAttention`` or whose class
+  name ends in "Attention"), so each transformer block gets one after attention and one after
+  its MLP. A boundary returning a tuple, list or dataclass (a transformers ``ModelOutput``)
+  gets the point on its first entry (the hidden state); the other tensors pass through
+  detached, so the block is trained by its point's feedback alone. Weight layers here also
+  include ConvTranspose, transformers' ``Conv1D``, ``nn.MultiheadAttention`` and RNNs.
+
+  Token dims: with a Linear head and no ``batch_dims`` given, every dim of the head's output
+  but the last indexes rows (causal-LM logits ``[N, T, V]``: ``(0, 1)``), and so does every
+  dim but the last of a point whose block has no convolution (``[N, T, D]`` hidden states,
+  ordered so that the output's rows come first: a sequence-first ``[T, N, D]`` under a
+  pooled ``[N, C]`` gets ``(1, 0)``); under a pooled output each example's feedback row is
+  spread over its tokens, divided by sqrt(T). Conv points keep the output's dims (dense
+  feedback over the map). Boundaries with no weight layer after them are ignored. The output block (everything after
   the last boundary) must hold exactly one Linear/Conv layer, the head, whose output the
   :class:`~fastcredit.nn.DFAOutput` follows; ``num_outputs`` defaults to the head's
   ``out_features``. A boundary module called several times in one forward gets feedback
@@ -79,10 +99,11 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
     (seed, i); without, each layer draws its own from torch's generator). dfa takes
     :class:`~fastcredit.nn.DFAOutput`'s ``num_outputs``, ``feedback``, ``normalization``,
     ``dist``, ``scale``, ``signal`` ("error" or "sign"), ``batch_dims``, ``seed``,
-    ``error_scale`` and ``preset`` (e.g. ``preset="launay2019"``), the points' ``spatial`` and
-    ``placement`` (``"before_weights"`` or ``"after_activation"``, above). lra takes ``beta``,
-    ``gamma``, ``error``, ``use_fprime``, ``refine_steps``, ``clip_direction``,
-    ``clip_update``, ``feedback_std`` and the output's ``loss_reduction``.
+    ``error_scale`` and ``preset`` (e.g. ``preset="launay2019"``), the points' ``spatial``,
+    ``placement`` (``"before_weights"`` or ``"after_activation"``) and ``sublayers`` (bool;
+    all above). lra takes ``beta``, ``gamma``, ``error``, ``use_fprime``, ``refine_steps``,
+    ``clip_direction``, ``clip_update``, ``feedback_std`` and the output's
+    ``loss_reduction``.
     """
     check_choice("method", method, METHODS)
     unknown = sorted(set(options) - set(_OPTIONS[method]))

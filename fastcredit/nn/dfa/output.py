@@ -521,6 +521,9 @@ class DFAOutput(nn.Module):
     # ---- state ---------------------------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        # A plain model's state_dict (convert(plain, "dfa").load_state_dict(plain_state,
+        # strict=True)) lacks the seed and the learnt widths: they keep their current values.
+        lacking = {prefix + name for name in ("seed", "point_features")} - set(state_dict)
         # Stored matrices are created lazily (their width is learnt in the first forward):
         # make room for the ones a checkpoint brings.
         if self.feedback == "stored":
@@ -531,6 +534,7 @@ class DFAOutput(nn.Module):
                             torch.empty_like(state_dict[key], device=self.seed.device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        missing_keys[:] = [k for k in missing_keys if k not in lacking]
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -1,0 +1,225 @@
+"""convert(model, "dfa") and convert(model, "lra") on the models people train now (GPT-2,
+BERT, TransformerEncoder, LSTM and GRU classifiers from tests/test_convert_models.py): where
+DFA finds its blocks, that each model trains, and the DFA rule by value on a
+TransformerEncoder in float64."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_convert_models import CLASSES, MODELS, TOKENS, VOCAB, _batch, _loss, _model
+from torch import nn
+
+import fastcredit
+from fastcredit.nn import dfa_points
+
+# The module carrying each point: one per block; the last block's point moves on over the
+# modules before the head (GPT-2's final LayerNorm), BERT's pooler is a block of its own
+# (its point after the dropout that follows it); an RNN's output sequence gets one.
+POINTS = {
+    "gpt2": ["transformer.h.0", "transformer.ln_f"],
+    "bert": ["bert.encoder.layer.0", "bert.encoder.layer.1", "dropout"],
+    "encoder": ["encoder.layers.0", "encoder.layers.1"],
+    "lstm": ["rnn"],
+    "gru": ["rnn"],
+}
+# with sublayers=True (TinyDFA): a point after each block's attention sublayer as well
+ATTENTION = {
+    "gpt2": ["transformer.h.0.attn", "transformer.h.1.attn"],
+    "bert": ["bert.encoder.layer.0.attention", "bert.encoder.layer.1.attention"],
+    "encoder": ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"],
+}
+# a weight of the first block, which only its DFA point's feedback trains
+FIRST_BLOCK_WEIGHT = {
+    "gpt2": "transformer.h.0.mlp.c_fc.weight",
+    "bert": "bert.encoder.layer.0.intermediate.dense.weight",
+    "encoder": "encoder.layers.0.linear1.weight",
+    "lstm": "rnn.weight_hh_l0",
+    "gru": "rnn.weight_hh_l0",
+}
+
+
+def _hosts(model):
+    return [p for p, m in model.named_modules() if isinstance(getattr(m, "dfa_point", None),
+                                                                fastcredit.nn.DFAPoint)]
+
+
+@pytest.mark.parametrize("name,sublayers", [(n, False) for n in MODELS]
+                         + [(n, True) for n in ATTENTION])
+def test_dfa_puts_a_point_on_every_block_and_trains(name, sublayers):
+    model = fastcredit.convert(_model(name), "dfa", seed=1, sublayers=sublayers)
+    expected = POINTS[name] + (ATTENTION[name] if sublayers else [])
+    assert sorted(_hosts(model)) == sorted(expected)
+    points = dfa_points(model)
+    assert len(points) == len(expected)
+    tokens, labels = _batch()
+    weight = dict(model.named_parameters())[FIRST_BLOCK_WEIGHT[name]]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = _loss(name, model, tokens, labels)
+        loss.backward()
+        assert weight.grad is not None and weight.grad.abs().sum() > 0
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[0] != losses[-1]
+    # token dims: causal-LM logits [N, T, V] have rows (0, 1); every sequence point's rows
+    # are its batch and token dims, its features the hidden width
+    output = points[0].output
+    assert output.batch_dims == ((0, 1) if name == "gpt2" else (0,))
+    widths = {"gpt2": 16, "bert": 16, "encoder": 16, "lstm": 24, "gru": 24}
+    for point in points:
+        assert point.features == widths[name]
+    if name in ("lstm", "gru"):  # per-time-step feedback on the output sequence
+        assert points[0].batch_dims == (0, 1)
+
+
+class _EncoderClassifier(nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        self.batch_first = batch_first
+        self.embed = nn.Embedding(VOCAB, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
+        self.encoder = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+        self.head = nn.Linear(8, CLASSES)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        if not self.batch_first:
+            x = x.transpose(0, 1)  # [T, N, D]
+        return self.head(self.encoder(x).mean(1 if self.batch_first else 0))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_hidden_transformer_block_gets_e_times_its_feedback_matrix(batch_first):
+    """grad W of a hidden block = autograd through the block alone (from its input) of the
+    block's output gradient e B_l, each example's row of e B_l spread over its tokens and
+    divided by sqrt(T) (docs/methods.md, DFA); float64."""
+    torch.manual_seed(0)
+    model = fastcredit.convert(_EncoderClassifier(batch_first).double(), "dfa", seed=3)
+    assert _hosts(model) == [f"encoder.layers.{i}" for i in range(3)]
+    inputs = {}
+    for i, layer in enumerate(model.encoder.layers):
+        layer.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
+    model.head.register_forward_pre_hook(lambda m, args: inputs.__setitem__("head", args[0]))
+    tokens, labels = _batch()
+    logits = model(tokens)
+    logits.retain_grad()
+    F.cross_entropy(logits, labels).backward()
+    e = logits.grad  # [N, C]
+    for i, layer in enumerate(model.encoder.layers):
+        point = layer.dfa_point
+        assert point.batch_dims == ((0, 1) if batch_first else (1, 0))
+        b = point.feedback_matrix(dtype=torch.float64)  # [C, D]
+        signal = (e @ b) / math.sqrt(TOKENS)  # [N, D], the same for each token
+        signal = signal.unsqueeze(1 if batch_first else 0).expand(inputs[i].shape)
+        params = [layer.linear1.weight, layer.self_attn.in_proj_weight, layer.norm1.weight]
+        # the block's own forward from its input (no point, no record)
+        with fastcredit.nn.mode.backprop():
+            h = layer(inputs[i].detach())
+        expected = torch.autograd.grad(h, params, signal)
+        for p, want in zip(params, expected):
+            torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-12)
+    # the head gets its true gradient
+    torch.testing.assert_close(model.head.weight.grad, e.T @ inputs["head"].detach(),
+                               rtol=1e-10, atol=1e-12)
+
+
+@dataclasses.dataclass
+class _Out:
+    hidden: torch.Tensor
+    aux: torch.Tensor
+
+
+class _Block(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        if self.kind == "tuple":
+            return h, h.sum(-1)
+        return _Out(h, h.sum(-1))
+
+
+class _Net(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.blocks = nn.ModuleList([_Block(kind), _Block(kind)])
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        aux = []
+        for block in self.blocks:
+            out = block(x)
+            x, extra = (out if isinstance(out, tuple) else (out.hidden, out.aux))
+            aux.append(extra)
+        return self.head(x), aux
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dataclass"])
+def test_blocks_returning_tuples_or_dataclasses_get_the_point_on_their_hidden_state(kind):
+    torch.manual_seed(0)
+    plain = _Net(kind)
+    model = fastcredit.convert(_Net(kind), "dfa", seed=0)
+    model.load_state_dict(plain.state_dict(), strict=False)
+    assert _hosts(model) == ["blocks.0", "blocks.1"]
+    x = torch.randn(5, 6)
+    logits, aux = model(x)
+    want_logits, want_aux = plain(x)
+    torch.testing.assert_close(logits, want_logits)  # forward values unchanged
+    torch.testing.assert_close(aux[1], want_aux[1])
+    assert not aux[0].requires_grad  # the rest passes through detached
+    F.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_dfa_names_the_way_to_place_points_by_hand_where_it_finds_no_block():
+    class Functional(nn.Module):  # activations as functions: no boundary in the module tree
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc2(F.relu(self.fc1(x)))
+
+    with pytest.raises(ValueError, match=r"found no hidden block.*DFAPoint\(\).*DFAOutput"):
+        fastcredit.convert(Functional(), "dfa")
+    with pytest.raises(ValueError, match="found no attention sublayer"):
+        fastcredit.convert(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), "dfa",
+                           sublayers=True)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "lstm"])
+def test_lra_names_a_module_it_cannot_handle(name):
+    model = _model(name)
+    with pytest.raises(ValueError) as info:
+        fastcredit.convert(model, "lra")
+    names = {type(m).__name__ for m in model.modules()} | {p for p, _ in model.named_modules()
+                                                           if p}
+    assert any(n in str(info.value) for n in names), str(info.value)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dfa_model_loads_a_plain_state_dict_strictly(name):
+    plain = _model(name)
+    with torch.no_grad():  # a "pretrained" file: weights different from the fresh ones
+        for p in plain.parameters():
+            p.mul_(2).add_(0.1)
+    model = fastcredit.convert(_model(name), "dfa", seed=5)
+    output = dfa_points(model)[0].output
+    seed = output.seed.clone()
+    model.load_state_dict(plain.state_dict(), strict=True)
+    state = model.state_dict()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(state[key], value), key
+    assert torch.equal(output.seed, seed)  # the file lacks the seed: it keeps its own
+    # a converted model's own file still carries (and restores) the DFA state
+    other = fastcredit.convert(_model(name), "dfa", seed=6)
+    other.load_state_dict(state, strict=True)
+    assert torch.equal(dfa_points(other)[0].output.seed, seed)
