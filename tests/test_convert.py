@@ -223,11 +223,16 @@ def test_lra_converts_a_sequential_mlp_into_lra_blocks_with_the_same_gradients()
             assert torch.equal(getattr(converted, name).grad, getattr(block, name).grad)
 
 
-def test_lra_rejects_what_is_not_a_sequential_mlp():
-    with pytest.raises(ValueError, match="nn.Sequential MLP.*TinyResNet"):
-        fastcredit.convert(_resnet(), "lra")
-    with pytest.raises(ValueError, match=r"unsupported \(index, type\): \[\('1', 'Dropout'\)\]"):
-        fastcredit.convert(nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2)), "lra")
+def test_lra_rejects_models_it_cannot_convert():
+    with pytest.raises(ValueError, match="needs a Linear output layer producing logits; "
+                                         "Sequential has none"):
+        fastcredit.convert(nn.Sequential(nn.Conv1d(2, 3, 1), nn.LayerNorm(3)), "lra")
+    with pytest.raises(ValueError, match="needs numeric padding with padding_mode='zeros'"):
+        fastcredit.convert(nn.Sequential(nn.Conv1d(2, 3, 3, padding="same"), nn.Flatten(),
+                                         nn.Linear(6, 2)), "lra")
+    with pytest.raises(ValueError, match="refine_steps and clip_direction are not offered"):
+        fastcredit.convert(nn.Sequential(nn.Conv1d(2, 3, 3), nn.Flatten(), nn.Linear(3, 2)),
+                           "lra", refine_steps=3)
     with pytest.raises(ValueError, match="last module must be the Linear output"):
         fastcredit.convert(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2),
                                          nn.Sigmoid()), "lra")

@@ -298,6 +298,7 @@ def _train(model, epochs, lr=1e-3, optimizer=torch.optim.Adam, seed=0, params=No
             opt.zero_grad()
             F.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
             opt.step()
+    model.eval()  # batch norm's running statistics, for the conv tests' ResNet
     with torch.no_grad():
         return (model(x_test).argmax(1) == y_test).float().mean().item()
 

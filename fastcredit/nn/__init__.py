@@ -6,7 +6,7 @@ blocks. ``lra``: LRA-E blocks. ``mode.backprop()``: run any of them as plain aut
 
 from .dfa import Bottleneck, DFALinear, DFAOutput, DFAPoint, dfa_points
 from .fa import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
-from .lra import LRA, LRABlock, LRALinear, LRAOutput
+from .lra import LRA, LRABlock, LRAConv1d, LRAConv2d, LRAConv3d, LRALinear, LRAOutput
 from .mode import backprop, backprop_active
 
 __all__ = [
@@ -20,6 +20,9 @@ __all__ = [
     "FeedbackLayer",
     "LRA",
     "LRABlock",
+    "LRAConv1d",
+    "LRAConv2d",
+    "LRAConv3d",
     "LRALinear",
     "LRAOutput",
     "Linear",
