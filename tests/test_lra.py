@@ -227,6 +227,21 @@ def test_refinement_with_one_step_and_no_clipping_is_lra_e():
     assert not torch.allclose(grads[0], grads[2])  # K = 3 moves the targets further
 
 
+def test_refinement_of_a_sign_block_goes_through_the_surrogate():
+    torch.manual_seed(2)
+    block = LRALinear(6, 5, "sign", beta=0.4, refine_steps=2, weight_std=0.5, feedback_std=0.5,
+                      dtype=torch.float64)
+    h = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(4, 5, dtype=torch.float64)
+    block(h).backward(d)
+    w, b, e_weights, beta = block.weight, block.bias, block.feedback, block.beta
+    a = F.linear(h.detach(), w, b).detach()
+    target = F.hardtanh(a - beta * d)
+    moved = h.detach() - beta * (F.hardtanh(a) - target) @ e_weights
+    moved = moved - beta * (F.hardtanh(F.linear(moved, w, b)) - target) @ e_weights
+    torch.testing.assert_close(h.grad, (h.detach() - moved) / beta, rtol=1e-12, atol=1e-12)
+
+
 def test_clip_update_bounds_the_weight_gradient_norm():
     model = _mlp([10, 7, 3], clip_update=1e-3, weight_std=1.0)
     F.cross_entropy(model(torch.randn(8, 10, dtype=torch.float64)),
