@@ -32,7 +32,7 @@ def _lra_activation(module: nn.Module) -> tuple[str, float] | None:
 _CONVS = {nn.Conv1d: LRAConv1d, nn.Conv2d: LRAConv2d, nn.Conv3d: LRAConv3d}
 # Parameter-free modules a flat Sequential may hold between blocks: the displacement passes
 # through their true backward.
-_PASSTHROUGH = (nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+_PASSTHROUGH = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                 nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
                 nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
 _REFINEMENT = ("refine_steps", "clip_direction")
