@@ -47,7 +47,7 @@ class ConvFn(torch.autograd.Function):
         h, weight, bias, feedback, a = ctx.saved_tensors
         rule: Rule = ctx.rule
         stride, padding, dilation, groups = ctx.geometry
-        e = ops.lra_error(a, displacement.contiguous(), rule.beta, rule.activation, rule.error,
+        e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
                           rule.use_fprime, rule.negative_slope, rule.surrogate)
         need_h = ctx.needs_input_grad[0]
         # One call for both: the input gradient uses the weight argument (E here), the weight
@@ -122,9 +122,11 @@ class _LRAConvNd(LRABlock):
         return apply_autocast(ConvFn, (h, self.weight, self.bias, self.feedback), rule, geometry)
 
     def extra_repr(self) -> str:
+        surrogate = (f", surrogate={self.surrogate!r}"
+                     if rule_surrogate(self.activation, self.surrogate) else "")
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, activation={self.activation!r}, "
-                f"beta={self.beta}, gamma={self.gamma}, error={self.error!r}")
+                f"beta={self.beta}, gamma={self.gamma}, error={self.error!r}{surrogate}")
 
 
 class LRAConv1d(_LRAConvNd):
