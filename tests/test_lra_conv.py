@@ -174,3 +174,21 @@ def test_resnet_converts_in_place_and_trains():
     # f = identity here, so e = beta d and each block scales its error by beta: a skip path
     # reaches the stem with fewer factors of beta than the body it bypasses.
     assert lra >= readout + 0.05, (lra, readout, bp)
+
+
+def test_conv_block_under_autocast_matches_float32():
+    torch.manual_seed(0)
+    block = LRAConv2d(3, 4, 3, padding=1, weight_std=0.3)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    d = torch.randn(2, 4, 6, 6)
+    block(x).backward(d)
+    want = (block.weight.grad.clone(), x.grad.clone())
+    block.zero_grad()
+    x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = block(x)
+    assert z.dtype == torch.bfloat16
+    z.backward(d.bfloat16())
+    assert block.weight.grad.dtype == x.grad.dtype == torch.float32
+    torch.testing.assert_close(block.weight.grad, want[0], rtol=0.05, atol=0.02)
+    torch.testing.assert_close(x.grad, want[1], rtol=0.05, atol=0.02)
