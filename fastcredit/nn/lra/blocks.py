@@ -14,9 +14,9 @@ from ..._spec import (
     LRA_ERRORS,
     STEP_ACTIVATIONS,
     check_choice,
-    check_surrogate,
     check_finite,
     check_positive_int,
+    check_surrogate,
 )
 from ..amp import apply_autocast
 from ..mode import backprop_active

@@ -38,13 +38,13 @@ class ConvFn(torch.autograd.Function):
     def forward(ctx, h, weight, bias, feedback, rule: Rule, geometry: tuple):
         stride, padding, dilation, groups = geometry
         a = _CONV[weight.dim() - 2](h, weight, bias, stride, padding, dilation, groups)
-        ctx.save_for_backward(h, weight, bias, feedback, a)
+        ctx.save_for_backward(h, bias, feedback, a)
         ctx.rule, ctx.geometry = rule, geometry
         return functional.activation(a, rule.activation, rule.negative_slope)
 
     @staticmethod
     def backward(ctx, displacement):
-        h, weight, bias, feedback, a = ctx.saved_tensors
+        h, bias, feedback, a = ctx.saved_tensors
         rule: Rule = ctx.rule
         stride, padding, dilation, groups = ctx.geometry
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
