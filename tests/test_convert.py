@@ -238,6 +238,24 @@ def test_lra_rejects_models_it_cannot_convert():
                                          nn.Sigmoid()), "lra")
 
 
+def test_lra_in_place_conversion_keeps_a_shared_layer_shared():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 2, 3, padding=1)
+            self.again = self.conv  # the same layer under a second name
+            self.head = nn.Linear(2 * 5, 3)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.again(torch.tanh(self.conv(x)))).flatten(1))
+
+    model = fastcredit.convert(Tied(), "lra")
+    assert isinstance(model.conv, fastcredit.nn.LRAConv1d) and model.again is model.conv
+    assert [e.path for e in model.conversion_report.converted] == ["conv", "head"]
+    F.cross_entropy(model(torch.randn(4, 2, 5)), torch.tensor([0, 1, 2, 0])).backward()
+    assert model.conv.weight.grad.any()
+
+
 def test_unsupported_modules_are_listed_and_left_alone():
     class Scaled(nn.Module):
         def __init__(self):

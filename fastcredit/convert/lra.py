@@ -123,6 +123,8 @@ def _convert_sequential(model, items, report, options) -> None:
 
 
 def _convert_in_place(model, report, options) -> None:
+    # every path of a module registered twice, so a shared layer becomes one shared block
+    all_paths = [(path, m) for path, m in model.named_modules(remove_duplicate=False) if path]
     named = [(path, m) for path, m in model.named_modules() if path]
     layers = [(path, m) for path, m in named if _is_weight_layer(m)]
     linears = [path for path, m in layers if type(m) is nn.Linear]
@@ -135,8 +137,10 @@ def _convert_in_place(model, report, options) -> None:
     for path, module in named:
         if _is_weight_layer(module):
             block = _block_for(module, path == linears[-1], ("identity", 0.01), options)
-            parent, _, name = path.rpartition(".")
-            setattr(model.get_submodule(parent), name, block)
+            for other, same in all_paths:
+                if same is module:
+                    parent, _, name = other.rpartition(".")
+                    setattr(model.get_submodule(parent), name, block)
             report.converted.append(Entry(path, type(module).__name__, _note(block)))
         elif not owns_parameters(module):
             if not any(True for _ in module.children()):
