@@ -103,6 +103,12 @@ inline LocalError parse_local_error(const std::string& name) {
   TORCH_CHECK(false, "lra_error: unknown error '", name, "'; expected 'gaussian' or 'cauchy'");
 }
 
+inline Surrogate parse_surrogate(const std::optional<std::string>& name) {
+  if (!name.has_value()) return Surrogate::kNone;
+  if (*name == "hardtanh") return Surrogate::kHardtanh;
+  TORCH_CHECK(false, "lra_error: unknown surrogate '", *name, "'; expected None or 'hardtanh'");
+}
+
 inline void check_lra_error_args(const at::Tensor& a, const at::Tensor& d, double beta,
                                  double negative_slope) {
   constexpr const char* op = "lra_error";

@@ -105,10 +105,12 @@ at::Tensor seeded_project(const at::Tensor& x, int64_t seed, int64_t cols,
 template <typename Context>
 at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displacement,
                      double beta, const std::string& activation, const std::string& error,
-                     bool use_fprime, double negative_slope) {
+                     bool use_fprime, double negative_slope,
+                     const std::optional<std::string>& surrogate) {
   check_lra_error_args(pre_activation, displacement, beta, negative_slope);
   const Activation act = parse_activation(activation);
   const LocalError err = parse_local_error(error);
+  const Surrogate sur = parse_surrogate(surrogate);
   const Context ctx(pre_activation.device());
   const at::Tensor a = pre_activation.contiguous();
   const at::Tensor d = displacement.contiguous();
@@ -117,7 +119,7 @@ at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displac
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "lra_error", [&] {
     status = cuda::launch_lra_error(kernel_data<scalar_t>(a), kernel_data<scalar_t>(d),
                                     kernel_data<scalar_t>(out), a.numel(), beta, act, err,
-                                    use_fprime, negative_slope, ctx.stream());
+                                    use_fprime, negative_slope, sur, ctx.stream());
   });
   check_launch(status, "lra_error");
   return out;

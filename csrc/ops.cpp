@@ -23,10 +23,11 @@ at::Tensor seeded_project_cpu(const at::Tensor& x, int64_t seed, int64_t cols,
 
 at::Tensor lra_error_cpu(const at::Tensor& a, const at::Tensor& d, double beta,
                          const std::string& activation, const std::string& error,
-                         bool use_fprime, double negative_slope) {
+                         bool use_fprime, double negative_slope,
+                         const std::optional<std::string>& surrogate) {
   check_lra_error_args(a, d, beta, negative_slope);
   return cpu::lra_error(a, d, beta, parse_activation(activation), parse_local_error(error),
-                        use_fprime, negative_slope);
+                        use_fprime, negative_slope, parse_surrogate(surrogate));
 }
 
 at::Tensor sign_feedback_cpu(const at::Tensor& weight, const std::string& mode, double scale,

@@ -13,11 +13,12 @@ inline void define_op_schemas(torch::Library& m) {
   m.def(
       "seeded_project(Tensor x, int seed, SymInt cols, str dist=\"uniform\", float scale=1.0, "
       "bool transpose=False) -> Tensor");
-  // LRA-E error units: e = err(f(a), f(a - beta d)) [* f'(a) when use_fprime], elementwise.
+  // LRA-E error units: e = err(f(a), f(a - beta d)) [* f'(a) when use_fprime], elementwise;
+  // f replaced by the surrogate in both terms when one is named ('hardtanh').
   m.def(
       "lra_error(Tensor pre_activation, Tensor displacement, float beta, "
       "str activation=\"tanh\", str error=\"gaussian\", bool use_fprime=False, "
-      "float negative_slope=0.01) -> Tensor");
+      "float negative_slope=0.01, str? surrogate=None) -> Tensor");
   // scale * |M| ⊙ sign(W), W of any rank >= 2 viewed as [out, rest]; |M| by mode: 1 ('scalar'),
   // |magnitude| ('stored'), |F(seed)| ('seeded'), |F(step_seed(seed, step))| ('seeded_step').
   // step is an int64 scalar tensor, so a draw counter can be a buffer that torch.compile

@@ -26,6 +26,11 @@ ACTIVATIONS_FROM_OUTPUT = ("identity", "tanh", "sigmoid", "relu", "relu6", "leak
 SIGN_FEEDBACK_MODES = ("scalar", "stored", "seeded", "seeded_step")
 # LRA-E's error units: f(a) - y ("gaussian") or its Cauchy form.
 LRA_ERRORS = ("gaussian", "cauchy")
+# Functions through which LRA forms targets and errors in place of f (None: f itself), and the
+# activations that use one: those whose derivative is zero almost everywhere, for which
+# f(a) - f(a - beta d) is zero unless beta |d| > |a|.
+LRA_SURROGATES = ("hardtanh",)
+STEP_ACTIVATIONS = ("sign",)
 
 # Credit-assignment methods. The FA family swaps W for B in each layer's backward.
 FEEDBACK_METHODS = ("fa", "usf", "frsf", "brsf", "kp", "bp")
@@ -39,6 +44,12 @@ def check_choice(name: str, value, allowed: Sequence) -> None:
     """ValueError naming ``name`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(allowed)}")
+
+
+def check_surrogate(surrogate) -> None:
+    """ValueError unless ``surrogate`` is None or one of :data:`LRA_SURROGATES`."""
+    if surrogate is not None:
+        check_choice("surrogate", surrogate, LRA_SURROGATES)
 
 
 def check_seed(seed, name: str = "seed") -> int:

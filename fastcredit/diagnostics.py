@@ -35,6 +35,7 @@ from torch import nn
 
 from . import functional, ops
 from .nn.lra import LRALinear, LRAOutput
+from .nn.lra.blocks import rule_surrogate
 from .nn.mode import backprop
 
 EPS = 1e-30  # guards 0 / 0 only: signals can be tiny (LRA errors scale like beta^depth)
@@ -186,7 +187,8 @@ def _lra_deltas(module, h, method_signal, bp_signal):
         return method_signal, bp_signal
     a = F.linear(h, module.weight, module.bias)
     e = ops.lra_error(a, method_signal, module.beta, module.activation, module.error,
-                      module.use_fprime, module.negative_slope)
+                      module.use_fprime, module.negative_slope,
+                      rule_surrogate(module.activation, module.surrogate))
     return e, bp_signal * functional.activation_derivative(a, module.activation,
                                                               module.negative_slope)
 

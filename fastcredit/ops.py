@@ -20,6 +20,7 @@ from ._spec import (
     check_choice,
     check_seed,
     check_size,
+    check_surrogate,
     seed_as_int64,
 )
 from .functional import check_activation
@@ -118,17 +119,21 @@ def lra_error(
     error: str = "gaussian",
     use_fprime: bool = False,
     negative_slope: float = 0.01,
+    surrogate: str | None = None,
 ) -> torch.Tensor:
     """LRA-E error units in one pass: ``a, d [any shape] -> e [same shape]``.
 
     The target is ``y = f(a - beta * d)``; ``e = f(a) - y`` (``error="gaussian"``) or
     ``2 (f(a) - y) / (1 + (f(a) - y)^2)`` (``"cauchy"``), multiplied by ``f'(a)`` when
-    ``use_fprime`` (sign uses the surrogate derivative ``1{|a| <= 1}``).
+    ``use_fprime`` (sign uses the surrogate derivative ``1{|a| <= 1}``). ``surrogate``
+    ("hardtanh") replaces f by s in both the target and ``f(a)``: ``y = s(a - beta d)``,
+    ``e = s(a) - y`` (fastcredit's choice for sign; ValueError for an unknown name).
     """
     check_activation(activation)
     check_choice("error", error, LRA_ERRORS)
+    check_surrogate(surrogate)
     return _library.ops.lra_error(pre_activation, displacement, float(beta), activation, error,
-                          bool(use_fprime), float(negative_slope))
+                                  bool(use_fprime), float(negative_slope), surrogate)
 
 
 def sign_feedback(
@@ -209,7 +214,7 @@ def _seeded_project_fake(x, seed, cols, dist="uniform", scale=1.0, transpose=Fal
 
 
 def _lra_error_fake(pre_activation, displacement, beta, activation="tanh", error="gaussian",
-                    use_fprime=False, negative_slope=0.01):
+                    use_fprime=False, negative_slope=0.01, surrogate=None):
     torch._check(pre_activation.shape == displacement.shape,
                  lambda: "lra_error: pre_activation and displacement must have the same shape")
     _check_alike("lra_error", "pre_activation and displacement", pre_activation, displacement)

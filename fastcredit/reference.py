@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._spec import ACTIVATIONS, DISTS, LRA_ERRORS, SIGN_FEEDBACK_MODES
+from ._spec import ACTIVATIONS, DISTS, LRA_ERRORS, LRA_SURROGATES, SIGN_FEEDBACK_MODES
 
 _MASK32 = 0xFFFFFFFF
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
@@ -188,19 +188,27 @@ def lra_error(
     error: str = "gaussian",
     use_fprime: bool = False,
     negative_slope: float = 0.01,
+    surrogate: str | None = None,
 ) -> torch.Tensor:
     """LRA-E error units of a layer, elementwise over any shape.
 
     target ``y = f(a - beta * d)``; ``e = f(a) - y`` ("gaussian") or
     ``2 (f(a) - y) / (1 + (f(a) - y)**2)`` ("cauchy"); times ``f'(a)`` when ``use_fprime``.
-    Half-precision inputs are computed in float32.
+    ``surrogate="hardtanh"``: f replaced by clamp(., -1, 1) in the target and in f(a) (not in
+    f'). Half-precision inputs are computed in float32.
     """
     if error not in LRA_ERRORS:
         raise ValueError(f"unknown error {error!r}; expected one of {LRA_ERRORS}")
+    if surrogate is not None and surrogate not in LRA_SURROGATES:
+        raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {LRA_SURROGATES}")
     a = pre_activation.to(torch.float64 if pre_activation.dtype == torch.float64 else torch.float32)
     d = displacement.to(a.dtype)
-    diff = activation_value(a, activation, negative_slope) - activation_value(
-        a - beta * d, activation, negative_slope)
+
+    def target_value(x):
+        return x.clamp(-1, 1) if surrogate == "hardtanh" else activation_value(
+            x, activation, negative_slope)
+
+    diff = target_value(a) - target_value(a - beta * d)
     e = diff if error == "gaussian" else 2 * diff / (1 + diff * diff)
     if use_fprime:
         e = e * activation_grad(a, activation, negative_slope)

@@ -223,14 +223,37 @@ def test_lra_converts_a_sequential_mlp_into_lra_blocks_with_the_same_gradients()
             assert torch.equal(getattr(converted, name).grad, getattr(block, name).grad)
 
 
-def test_lra_rejects_what_is_not_a_sequential_mlp():
-    with pytest.raises(ValueError, match="nn.Sequential MLP.*TinyResNet"):
-        fastcredit.convert(_resnet(), "lra")
-    with pytest.raises(ValueError, match=r"unsupported \(index, type\): \[\('1', 'Dropout'\)\]"):
-        fastcredit.convert(nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2)), "lra")
+def test_lra_rejects_models_it_cannot_convert():
+    with pytest.raises(ValueError, match="needs a Linear output layer producing logits; "
+                                         "Sequential has none"):
+        fastcredit.convert(nn.Sequential(nn.Conv1d(2, 3, 1), nn.LayerNorm(3)), "lra")
+    with pytest.raises(ValueError, match="needs numeric padding with padding_mode='zeros'"):
+        fastcredit.convert(nn.Sequential(nn.Conv1d(2, 3, 3, padding="same"), nn.Flatten(),
+                                         nn.Linear(6, 2)), "lra")
+    with pytest.raises(ValueError, match="refine_steps and clip_direction are not offered"):
+        fastcredit.convert(nn.Sequential(nn.Conv1d(2, 3, 3), nn.Flatten(), nn.Linear(3, 2)),
+                           "lra", refine_steps=3)
     with pytest.raises(ValueError, match="last module must be the Linear output"):
         fastcredit.convert(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2),
                                          nn.Sigmoid()), "lra")
+
+
+def test_lra_in_place_conversion_keeps_a_shared_layer_shared():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2, 2, 3, padding=1)
+            self.again = self.conv  # the same layer under a second name
+            self.head = nn.Linear(2 * 5, 3)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.again(torch.tanh(self.conv(x)))).flatten(1))
+
+    model = fastcredit.convert(Tied(), "lra")
+    assert isinstance(model.conv, fastcredit.nn.LRAConv1d) and model.again is model.conv
+    assert [e.path for e in model.conversion_report.converted] == ["conv", "head"]
+    F.cross_entropy(model(torch.randn(4, 2, 5)), torch.tensor([0, 1, 2, 0])).backward()
+    assert model.conv.weight.grad.any()
 
 
 def test_unsupported_modules_are_listed_and_left_alone():

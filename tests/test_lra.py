@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fastcredit import reference
-from fastcredit.nn import LRA, LRALinear, LRAOutput
+from fastcredit.nn import LRA, LRALinear, LRAOutput, backprop
 
 import datasets
 
@@ -17,9 +17,10 @@ ACTIVATIONS = reference.ACTIVATIONS
 
 
 # ---- the op ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("surrogate", [None, "hardtanh"])
 @pytest.mark.parametrize("error", ["gaussian", "cauchy"])
 @pytest.mark.parametrize("use_fprime", [False, True])
-def test_lra_error_matches_reference(native_backend, error, use_fprime):
+def test_lra_error_matches_reference(native_backend, error, use_fprime, surrogate):
     op = native_backend.op("lra_error")
     shapes = [(1, 1), (7, 33)] if native_backend.slow else [(1, 1), (7, 33), (67, 257), (3, 5, 17)]
     generator = torch.Generator().manual_seed(3)
@@ -28,10 +29,26 @@ def test_lra_error_matches_reference(native_backend, error, use_fprime):
         d = torch.randn(shape, dtype=torch.float64, generator=generator)
         for activation in ACTIVATIONS:
             got = op(a.to(native_backend.device), d.to(native_backend.device), 0.3, activation,
-                     error, use_fprime, 0.05)
-            want = reference.lra_error(a, d, 0.3, activation, error, use_fprime, 0.05)
+                     error, use_fprime, 0.05, surrogate)
+            want = reference.lra_error(a, d, 0.3, activation, error, use_fprime, 0.05,
+                                       surrogate)
             torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12,
                                        msg=f"{activation} {shape}")
+
+
+def test_hardtanh_surrogate_values_by_hand():
+    # sign's exact rule gives e = 0 unless beta |d| > |a|; through hardtanh every unit with
+    # |a| < 1 or |a - beta d| < 1 gets an error.
+    a = torch.tensor([0.3, 0.3, 2.0, 2.0, -0.5], dtype=torch.float64)
+    d = torch.tensor([1.0, 10.0, 1.0, 15.0, -2.0], dtype=torch.float64)
+    exact = reference.lra_error(a, d, 0.2, "sign")
+    surrogate = reference.lra_error(a, d, 0.2, "sign", surrogate="hardtanh")
+    torch.testing.assert_close(exact, torch.tensor([0.0, 2.0, 0.0, 2.0, 0.0], dtype=torch.float64))
+    # s(a) - s(a - 0.2 d): 0.3 - 0.1, 0.3 - (-1), 1 - 1, 1 - (-1), -0.5 - (-0.1)
+    want = torch.tensor([0.2, 1.3, 0.0, 2.0, -0.4], dtype=torch.float64)
+    torch.testing.assert_close(surrogate, want)
+    with pytest.raises(ValueError, match="unknown surrogate 'relu'"):
+        reference.lra_error(a, d, 0.2, "sign", surrogate="relu")
 
 
 def test_lra_error_non_contiguous_and_half_precision(native_backend):
@@ -48,7 +65,7 @@ def test_lra_error_non_contiguous_and_half_precision(native_backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "relu6"])
+@pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "relu6", "sign"])
 def test_lra_error_emulated_half_precision_matches_cpu_bit_for_bit(dtype, activation):
     import backends
 
@@ -56,11 +73,12 @@ def test_lra_error_emulated_half_precision_matches_cpu_bit_for_bit(dtype, activa
     a = (torch.randn(5, 67, generator=generator) * 3).to(dtype)
     d = torch.randn(5, 67, generator=generator).to(dtype)
     for error in ("gaussian", "cauchy"):
-        args = (a, d, 0.3, activation, error, True, 0.05)
-        got = backends.get("cuda_emulated").op("lra_error")(*args)
-        assert got.dtype == dtype
-        # float32 arithmetic on both, rounded once (tanh and sigmoid take another CPU path)
-        assert torch.equal(got, backends.get("cpu").op("lra_error")(*args)), error
+        for surrogate in (None, "hardtanh"):
+            args = (a, d, 0.3, activation, error, True, 0.05, surrogate)
+            got = backends.get("cuda_emulated").op("lra_error")(*args)
+            assert got.dtype == dtype
+            # float32 arithmetic on both, rounded once (tanh and sigmoid take another CPU path)
+            assert torch.equal(got, backends.get("cpu").op("lra_error")(*args)), error
 
 
 def test_lra_error_opcheck(native_backend):
@@ -69,6 +87,7 @@ def test_lra_error_opcheck(native_backend):
         a = torch.randn(7, 33, dtype=dtype)
         d = torch.randn(7, 33, dtype=dtype)
         torch.library.opcheck(op, (a, d, 0.1, "relu6", "cauchy", True, 0.01))
+        torch.library.opcheck(op, (a, d, 0.1, "sign", "gaussian", False, 0.01, "hardtanh"))
 
 
 @pytest.mark.parametrize("native", ["cpu", "cuda_emulated"])
@@ -83,6 +102,8 @@ def test_lra_error_rejects_bad_inputs(native):
         raw(a, a, 0.1, "swish", "gaussian", False, 0.01)
     with pytest.raises(RuntimeError, match="unknown error 'l1'"):
         raw(a, a, 0.1, "tanh", "l1", False, 0.01)
+    with pytest.raises(RuntimeError, match="unknown surrogate 'relu'; expected None or 'hardtanh'"):
+        raw(a, a, 0.1, "sign", "gaussian", False, 0.01, "relu")
     with pytest.raises(RuntimeError, match="beta must be finite"):
         raw(a, a, float("nan"), "tanh", "gaussian", False, 0.01)
     with pytest.raises(RuntimeError, match="same dtype"):
@@ -206,6 +227,21 @@ def test_refinement_with_one_step_and_no_clipping_is_lra_e():
     assert not torch.allclose(grads[0], grads[2])  # K = 3 moves the targets further
 
 
+def test_refinement_of_a_sign_block_goes_through_the_surrogate():
+    torch.manual_seed(2)
+    block = LRALinear(6, 5, "sign", beta=0.4, refine_steps=2, weight_std=0.5, feedback_std=0.5,
+                      dtype=torch.float64)
+    h = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(4, 5, dtype=torch.float64)
+    block(h).backward(d)
+    w, b, e_weights, beta = block.weight, block.bias, block.feedback, block.beta
+    a = F.linear(h.detach(), w, b).detach()
+    target = F.hardtanh(a - beta * d)
+    moved = h.detach() - beta * (F.hardtanh(a) - target) @ e_weights
+    moved = moved - beta * (F.hardtanh(F.linear(moved, w, b)) - target) @ e_weights
+    torch.testing.assert_close(h.grad, (h.detach() - moved) / beta, rtol=1e-12, atol=1e-12)
+
+
 def test_clip_update_bounds_the_weight_gradient_norm():
     model = _mlp([10, 7, 3], clip_update=1e-3, weight_std=1.0)
     F.cross_entropy(model(torch.randn(8, 10, dtype=torch.float64)),
@@ -262,10 +298,14 @@ def test_bad_input_width_and_output_reduction():
 
 
 # ---- the paper's claims on real data (sklearn digits) ----------------------------------------
-def _train(model, epochs, lr=1e-3, optimizer=torch.optim.Adam, seed=0):
-    x_train, y_train, x_test, y_test = datasets.digits()
+def _train(model, epochs, lr=1e-3, optimizer=torch.optim.Adam, seed=0, params=None,
+           x_train=None, y_train=None, x_test=None, y_test=None):
+    """Test accuracy of ``model`` after ``epochs`` over digits (flattened unless other data is
+    given), updating ``params`` (default: all of them)."""
+    if x_train is None:
+        x_train, y_train, x_test, y_test = datasets.digits()
     torch.manual_seed(seed)
-    opt = optimizer(model.parameters(), lr=lr)
+    opt = optimizer(model.parameters() if params is None else params, lr=lr)
     for _ in range(epochs):
         order = torch.randperm(len(x_train))
         for start in range(0, len(x_train), 32):
@@ -273,8 +313,24 @@ def _train(model, epochs, lr=1e-3, optimizer=torch.optim.Adam, seed=0):
             opt.zero_grad()
             F.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
             opt.step()
+    model.eval()  # batch norm's running statistics, for the conv tests' ResNet
     with torch.no_grad():
         return (model(x_test).argmax(1) == y_test).float().mean().item()
+
+
+def _with_controls(build, epochs, lr, **data):
+    """(LRA, readout-only) test accuracies of two copies of ``build()``, from the same initial
+    values: the readout control trains only the last module's weight and bias (hidden layers
+    frozen)."""
+    lra = _train(build(), epochs, lr, **data)
+    frozen = build()
+    head = list(frozen)[-1]
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    params = [p for p in (head.weight, head.bias) if p is not None]
+    for p in params:
+        p.requires_grad_(True)
+    return lra, _train(frozen, epochs, lr, params=params, **data)
 
 
 def _zero_init_backprop_mlp():
@@ -297,10 +353,40 @@ def test_null_initialised_lra_learns_where_backprop_stays_at_chance():
     assert bp_accuracy < 0.2, bp_accuracy
 
 
-def test_signum_network_learns():
-    torch.manual_seed(0)
-    accuracy = _train(LRA([64, 128, 128, 10], "sign"), epochs=3, lr=3e-3)
-    assert accuracy > 0.5, accuracy  # chance is 0.1; sign has no useful derivative
+@pytest.mark.parametrize("weight_init", ["normal", "zero"])
+def test_signum_network_learns(weight_init):
+    def build():
+        torch.manual_seed(0)
+        return LRA([64, 128, 128, 10], "sign", weight_init=weight_init)
+
+    lra, readout = _with_controls(build, epochs=3, lr=3e-3)
+    assert lra >= readout + 0.05, (lra, readout)
+    # Backprop of the same net is the readout: sign' = 0, so no hidden weight gets a gradient
+    # (Adam leaves a zero-gradient parameter where it is), and training it again would only
+    # repeat the readout run.
+    model = build()
+    x, y = datasets.digits()[0][:64], datasets.digits()[1][:64]
+    with backprop():
+        F.cross_entropy(model(x), y).backward()
+    assert all(not b.weight.grad.any() for b in list(model)[1:-1])
+    assert list(model)[-1].bias.grad.any()
+
+
+def test_signum_exact_rule_leaves_almost_every_unit_without_error():
+    """Why the surrogate is the default: with sign's exact rule a unit's error is non-zero only
+    where beta |d| > |a|. Share of (example, first-layer unit) pairs with an error."""
+    x, y = datasets.digits()[0][:32], datasets.digits()[1][:32]
+    reached = {}
+    for surrogate in (None, "hardtanh"):
+        torch.manual_seed(0)
+        model = LRA([64, 128, 128, 10], "sign", surrogate=surrogate)
+        count = 0
+        for row in range(len(x)):  # one example per step: b.grad is that example's e
+            model.zero_grad()
+            F.cross_entropy(model(x[row:row + 1]), y[row:row + 1]).backward()
+            count += torch.count_nonzero(model[1].bias.grad).item()
+        reached[surrogate] = count / (len(x) * 128)
+    assert reached[None] < 0.02 and reached["hardtanh"] > 0.5, reached
 
 
 @pytest.mark.parametrize("optimizer", [torch.optim.SGD, torch.optim.RMSprop])

@@ -19,7 +19,9 @@ def _cases(dtype):
         "seeded_project": [(randn(7, 33, grad=True), 12, 5, "uniform", 0.5, transpose)
                            for transpose in (False, True)],
         "lra_error": [(randn(7, 9), randn(7, 9), 0.1, "tanh", "gaussian", False, 0.01),
-                      (randn(3, 4, 5), randn(3, 4, 5), 0.2, "leaky_relu", "cauchy", True, 0.1)],
+                      (randn(3, 4, 5), randn(3, 4, 5), 0.2, "leaky_relu", "cauchy", True, 0.1),
+                      (randn(7, 9), randn(7, 9), 0.1, "sign", "gaussian", True, 0.01,
+                       "hardtanh")],
         "sign_feedback": [(weight, "scalar", 0.5, None, 0, None, "uniform"),
                           (weight, "stored", 0.5, randn(5, 3, 2, grad=True), 0, None, "uniform"),
                           (weight, "seeded_step", 0.5, None, 8, torch.tensor(2), "rademacher")],

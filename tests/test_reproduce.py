@@ -50,10 +50,22 @@ def test_lra_null_and_signum_get_hidden_updates_backprop_does_not():
     runs, dataset = _runs("lra-null-signum"), _fake_images()
     for run_id, learns in (("lra-tanh-null", True), ("lra-sign", True),
                            ("lra-sign-null", True), ("bp-tanh-null", False),
-                           ("bp-sign", False)):
-        grads = _hidden_weight_grads(reproduce.build_model(runs[run_id], dataset), dataset)
+                           ("bp-sign", False), ("readout-sign", False),
+                           ("readout-sign-null", False), ("readout-tanh", False)):
+        model = reproduce.build_model(runs[run_id], dataset)
+        grads = _hidden_weight_grads(model, dataset)
         moved = any(g is not None and g.abs().sum() > 0 for g in grads)
         assert moved == learns, run_id
+        if run_id.startswith("readout"):  # the control trains the output layer only (from
+            assert list(model)[-1].bias.grad.abs().sum() > 0  # null init, W's grad is 0)
+
+
+def test_lra_conv_runs_train_hidden_layers_except_the_readout_control():
+    runs, dataset = _runs("lra-conv"), _fake_images()
+    for run_id, learns in (("lra-conv", True), ("readout-conv", False), ("bp-conv", True)):
+        model = reproduce.build_model(runs[run_id], dataset)
+        grads = _hidden_weight_grads(model, dataset)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads) == learns, run_id
 
 
 def test_bottleneck_runs_restrict_layer_two_and_probe_tanh_outputs():

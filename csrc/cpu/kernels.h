@@ -20,7 +20,7 @@ at::Tensor seeded_project(const at::Tensor& x, uint64_t seed, int64_t cols, Dist
 
 at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displacement,
                      double beta, Activation activation, LocalError error, bool use_fprime,
-                     double negative_slope);
+                     double negative_slope, Surrogate surrogate);
 // |M| ⊙ sign(W) with W's shape (contiguous); `magnitude` is read only for Magnitude::kStored.
 at::Tensor sign_feedback(const at::Tensor& weight, const at::Tensor& magnitude, Magnitude kind,
                          uint64_t seed, Dist dist, double scale);

@@ -67,8 +67,9 @@ at::Tensor lra_error_transcendental(const at::Tensor& a, const at::Tensor& d, do
 
 at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displacement,
                      double beta, Activation activation, LocalError error, bool use_fprime,
-                     double negative_slope) {
-  if (activation == Activation::kTanh || activation == Activation::kSigmoid) {
+                     double negative_slope, Surrogate surrogate) {
+  if (surrogate == Surrogate::kNone &&
+      (activation == Activation::kTanh || activation == Activation::kSigmoid)) {
     return lra_error_transcendental(pre_activation.contiguous(), displacement.contiguous(), beta,
                                     activation, error, use_fprime);
   }
@@ -89,7 +90,7 @@ at::Tensor lra_error(const at::Tensor& pre_activation, const at::Tensor& displac
         at::parallel_for(0, a.numel(), kGrain, [&](int64_t begin, int64_t end) {
           for (int64_t i = begin; i < end; ++i) {
             out_ptr[i] = static_cast<scalar_t>(lra_error_unit<A, E, opmath_t>(
-                a_ptr[i], d_ptr[i], b, slope, use_fprime));
+                a_ptr[i], d_ptr[i], b, slope, use_fprime, surrogate));
           }
         });
       });

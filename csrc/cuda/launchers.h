@@ -55,7 +55,7 @@ cudaError_t launch_sign_feedback(const T* w, const T* magnitude, T* out, int64_t
 template <typename T>
 cudaError_t launch_lra_error(const T* a, const T* d, T* out, int64_t count, double beta,
                              Activation activation, LocalError error, bool use_fprime,
-                             double negative_slope, cudaStream_t stream);
+                             double negative_slope, Surrogate surrogate, cudaStream_t stream);
 // DFA backward epilogue over grad[n, d] and saved[n, d] (both strided): delta[n, d]
 // (contiguous) = grad * f'(a), grad_bias[d] = sum over rows of delta, where `saved` is a or,
 // when saved_is_output (grad_from_output_supported), f(a). Computed in OpMath<T>; the sums

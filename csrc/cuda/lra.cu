@@ -6,7 +6,8 @@ namespace fastcredit::cuda {
 
 #define FC_INSTANTIATE(T)                                                                      \
   template cudaError_t launch_lra_error<T>(const T*, const T*, T*, int64_t, double, Activation, \
-                                           LocalError, bool, double, cudaStream_t);
+                                           LocalError, bool, double, Surrogate,                \
+                                           cudaStream_t);
 FC_FOR_EACH_KERNEL_TYPE(FC_INSTANTIATE)
 #undef FC_INSTANTIATE
 

@@ -63,13 +63,21 @@ The model is changed in place and returned; its report is the returned model's
   :class:`~fastcredit.nn.DFAOutput` follows; ``num_outputs`` defaults to the head's
   ``out_features``. A boundary module called several times in one forward gets feedback
   at every call; each call of the converted model starts a new forward.
-* ``"lra"``: the model must be an ``nn.Sequential`` MLP: an optional leading ``nn.Flatten``,
-  then ``nn.Linear`` layers, each hidden one followed by at most one activation module
-  (Tanh, Sigmoid, ReLU, ReLU6, LeakyReLU, GELU, Softplus with default arguments, Identity)
-  and the last one producing the logits of a softmax cross-entropy loss. Each hidden Linear
-  becomes an :class:`~fastcredit.nn.LRALinear` with its activation (the activation's slot
-  becomes ``nn.Identity``, keeping every index), the last an :class:`~fastcredit.nn.LRAOutput`;
-  W and b are reused and E is drawn as the layers draw it. Anything else raises ValueError.
+* ``"lra"``: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` becomes an LRA block holding the
+  same W and b (E is drawn as the blocks draw it); the last Linear (in module order) must
+  produce the logits of a softmax cross-entropy loss and becomes an
+  :class:`~fastcredit.nn.LRAOutput`. A flat ``nn.Sequential`` of weight layers, activation
+  modules (Tanh, Sigmoid, ReLU, ReLU6, LeakyReLU, GELU, Softplus with default arguments,
+  Identity), pooling, Flatten and Dropout folds an activation that directly follows a weight
+  layer into its block (:class:`~fastcredit.nn.LRALinear` / ``LRAConv*d`` with that
+  activation; its slot becomes ``nn.Identity``, keeping every index). Any other model (a
+  ResNet, a custom forward) has its layers replaced in place by blocks with the identity
+  activation: activations, pooling, normalisation and residual additions keep their ordinary
+  backward, which carries LRA's displacement between blocks (so an add sends it to both
+  branches and a fork sums what comes back); modules with other parameters (BatchNorm) are
+  listed as unsupported: they are trained on the displacement through their ordinary backward.
+  Convolutions need numeric padding with zeros; ``refine_steps``/``clip_direction`` apply to
+  linear blocks only.
 
 ``copy=True`` converts a deep copy and returns it, leaving ``model`` untouched.
 """
@@ -101,8 +109,8 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
     ``dist``, ``scale``, ``signal`` ("error" or "sign"), ``batch_dims``, ``seed``,
     ``error_scale`` and ``preset`` (e.g. ``preset="launay2019"``), the points' ``spatial``,
     ``placement`` (``"before_weights"`` or ``"after_activation"``) and ``sublayers`` (bool;
-    all above). lra takes ``beta``, ``gamma``, ``error``, ``use_fprime``, ``refine_steps``,
-    ``clip_direction``, ``clip_update``, ``feedback_std`` and the output's
+    all above). lra takes ``beta``, ``gamma``, ``error``, ``use_fprime``, ``surrogate``,
+    ``refine_steps``, ``clip_direction``, ``clip_update``, ``feedback_std`` and the output's
     ``loss_reduction``.
     """
     check_choice("method", method, METHODS)

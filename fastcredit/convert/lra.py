@@ -1,17 +1,18 @@
-"""``convert`` for LRA-E: an ``nn.Sequential`` MLP becomes LRA blocks holding the same
-Parameters."""
+"""``convert`` for LRA-E: Linear and Conv layers become LRA blocks holding the same
+Parameters. A flat ``nn.Sequential`` (MLP or conv net) folds each activation that directly
+follows a weight layer into its block; any other model (ResNet-style, custom forward) has its
+layers replaced in place with identity blocks, its activations, pooling, normalisation and
+residual additions keeping their ordinary backward."""
 
 from __future__ import annotations
 
-import itertools
-
 from torch import nn
 
-from ..nn import LRALinear, LRAOutput
-from ._common import Entry, swap_blocker
+from ..nn import LRAConv1d, LRAConv2d, LRAConv3d, LRALinear, LRAOutput
+from ._common import Entry, kept_note, owns_parameters, swap_blocker
 
-OPTIONS = ("beta", "gamma", "error", "use_fprime", "refine_steps", "clip_direction",
-           "clip_update", "feedback_std", "loss_reduction")
+OPTIONS = ("beta", "gamma", "error", "use_fprime", "surrogate", "refine_steps",
+           "clip_direction", "clip_update", "feedback_std", "loss_reduction")
 
 
 def _lra_activation(module: nn.Module) -> tuple[str, float] | None:
@@ -28,62 +29,128 @@ def _lra_activation(module: nn.Module) -> tuple[str, float] | None:
     return None if name is None else (name, 0.01)
 
 
+_CONVS = {nn.Conv1d: LRAConv1d, nn.Conv2d: LRAConv2d, nn.Conv3d: LRAConv3d}
+# Parameter-free modules a flat Sequential may hold between blocks: the displacement passes
+# through their true backward.
+_PASSTHROUGH = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+                nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+_REFINEMENT = ("refine_steps", "clip_direction")
+
+
+def _is_weight_layer(module: nn.Module) -> bool:
+    return type(module) is nn.Linear or type(module) in _CONVS
+
+
+def _block_for(layer: nn.Module, output: bool, activation: tuple[str, float], options: dict):
+    """The LRA block replacing ``layer`` (its Parameters reused)."""
+    factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    bias = layer.bias is not None
+    if output:
+        keep = {k: v for k, v in options.items() if k not in ("use_fprime", "error", "surrogate")}
+        block = LRAOutput(layer.in_features, layer.out_features, bias=bias, weight_init="zero",
+                          **factory, **keep)
+    else:
+        name, slope = activation
+        keep = {k: v for k, v in options.items() if k != "loss_reduction"}
+        if type(layer) is nn.Linear:
+            block = LRALinear(layer.in_features, layer.out_features, name, bias=bias,
+                              negative_slope=slope, weight_init="zero", **factory, **keep)
+        else:
+            if not isinstance(layer.padding, tuple) or layer.padding_mode != "zeros":
+                raise ValueError(f"convert(method='lra'): {layer} needs numeric padding with "
+                                 f"padding_mode='zeros'")
+            if any(options.get(k) not in (None, 1) for k in _REFINEMENT):
+                raise ValueError("convert(method='lra'): refine_steps and clip_direction are "
+                                 "not offered for convolution blocks")
+            keep = {k: v for k, v in keep.items() if k not in _REFINEMENT}
+            block = _CONVS[type(layer)](
+                layer.in_channels, layer.out_channels, layer.kernel_size, name,
+                stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                groups=layer.groups, bias=bias, negative_slope=slope, weight_init="zero",
+                **factory, **keep)
+    block.weight, block.bias = layer.weight, layer.bias  # the same Parameter objects
+    block.train(layer.training)
+    return block
+
+
+def _note(block) -> str:
+    learnt_e = " (E is a new Parameter: build the optimizer after convert)" if (
+        block.gamma > 0) else ""
+    return f"fastcredit.nn.{block!r}{learnt_e}"
+
+
 def convert_lra(model, report, options) -> None:
-    """Replace an MLP's layers by LRA blocks (see :func:`fastcredit.convert`)."""
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(  # noqa: TRY004 - an unsupported architecture, as the checks below
-            f"convert(method='lra') builds LRA blocks for an nn.Sequential MLP (Linear layers "
-            f"with activation modules between them); got a {type(model).__name__}")
+    """Replace a model's Linear/Conv layers by LRA blocks (see :func:`fastcredit.convert`)."""
     items = [(name, m) for name, m in model._modules.items() if m is not None]
-    bad = [(name, type(m).__name__) for i, (name, m) in enumerate(items)
-           if not (type(m) is nn.Linear or _lra_activation(m) is not None
-                   or (i == 0 and isinstance(m, nn.Flatten)))]
-    if bad:
-        raise ValueError(
-            "convert(method='lra') needs a Sequential of Linear layers and activations (Tanh, "
-            "Sigmoid, ReLU, ReLU6, LeakyReLU, GELU, default Softplus, Identity; an optional "
-            f"leading Flatten); unsupported (index, type): {bad}")
-    linears = [i for i, (_, m) in enumerate(items) if type(m) is nn.Linear]
-    blocked = [(items[i][0], swap_blocker(items[i][1])) for i in linears
+    flat = isinstance(model, nn.Sequential) and all(
+        _is_weight_layer(m) or _lra_activation(m) is not None or isinstance(m, _PASSTHROUGH)
+        for _, m in items)
+    if flat:
+        _convert_sequential(model, items, report, options)
+    else:
+        _convert_in_place(model, report, options)
+
+
+def _convert_sequential(model, items, report, options) -> None:
+    weights = [i for i, (_, m) in enumerate(items) if _is_weight_layer(m)]
+    blocked = [(items[i][0], swap_blocker(items[i][1])) for i in weights
                if swap_blocker(items[i][1]) is not None]
     if blocked:
         raise ValueError(f"convert(method='lra') cannot replace {blocked}")
-    if not linears or linears[-1] != len(items) - 1:
+    if not weights or weights[-1] != len(items) - 1 or type(items[-1][1]) is not nn.Linear:
         raise ValueError("convert(method='lra'): the last module must be the Linear output "
                          "layer producing logits (LRAOutput assumes a softmax cross-entropy)")
-    start = 1 if isinstance(items[0][1], nn.Flatten) else 0
-    if linears[0] != start:
-        raise ValueError("convert(method='lra'): the MLP must start with a Linear layer")
-    for a, b in itertools.pairwise(linears):
-        if b - a > 2:
-            raise ValueError(f"convert(method='lra'): hidden layer {items[a][0]!r} is followed "
-                             f"by {b - a - 1} activations; LRA blocks take one")
-    hidden_keys = set(OPTIONS) - {"loss_reduction"}
-    hidden_options = {k: v for k, v in options.items() if k in hidden_keys}
-    output_options = {k: v for k, v in options.items() if k != "use_fprime" and k != "error"}
-    if start:
-        report.unchanged.append(Entry(items[0][0], "Flatten", "no parameters"))
-    for a, b in zip(linears, linears[1:] + [None]):
-        name, linear = items[a]
-        factory = {"device": linear.weight.device, "dtype": linear.weight.dtype}
-        bias = linear.bias is not None
-        if b is None:
-            block = LRAOutput(linear.in_features, linear.out_features, bias=bias,
-                              weight_init="zero", **factory, **output_options)
-        else:
-            act_name, act = (items[a + 1] if b - a == 2 else (None, nn.Identity()))
-            activation, slope = _lra_activation(act)
-            block = LRALinear(linear.in_features, linear.out_features, activation, bias=bias,
-                              negative_slope=slope, weight_init="zero", **factory,
-                              **hidden_options)
-            if act_name is not None:
-                setattr(model, act_name, nn.Identity())
-                report.converted.append(Entry(act_name, type(act).__name__,
-                                              f"nn.Identity: folded into LRALinear {name!r}"))
-        block.weight, block.bias = linear.weight, linear.bias  # the same Parameter objects
-        block.train(linear.training)
+    for index, (name, module) in enumerate(items):
+        if not _is_weight_layer(module):
+            if not (index and _is_weight_layer(items[index - 1][1])):
+                report.unchanged.append(Entry(name, type(module).__name__,
+                                              "no parameters: keeps its true derivative"))
+            continue
+        output = index == len(items) - 1
+        act_name, act = None, nn.Identity()
+        if not output and _lra_activation(items[index + 1][1]) is not None:
+            act_name, act = items[index + 1]
+        block = _block_for(module, output, _lra_activation(act), options)
+        if act_name is not None:
+            setattr(model, act_name, nn.Identity())
+            report.converted.append(Entry(act_name, type(act).__name__,
+                                          f"nn.Identity: folded into {type(block).__name__} "
+                                          f"{name!r}"))
         setattr(model, name, block)
-        learnt_e = " (E is a new Parameter: build the optimizer after convert)" if (
-            block.gamma > 0) else ""
-        report.converted.append(Entry(name, "Linear", f"fastcredit.nn.{block!r}{learnt_e}"))
+        report.converted.append(Entry(name, type(module).__name__, _note(block)))
     report.converted.sort(key=lambda e: list(model._modules).index(e.path))
+
+
+def _convert_in_place(model, report, options) -> None:
+    # every path of a module registered twice, so a shared layer becomes one shared block
+    all_paths = [(path, m) for path, m in model.named_modules(remove_duplicate=False) if path]
+    named = [(path, m) for path, m in model.named_modules() if path]
+    layers = [(path, m) for path, m in named if _is_weight_layer(m)]
+    linears = [path for path, m in layers if type(m) is nn.Linear]
+    if not linears:
+        raise ValueError(f"convert(method='lra') needs a Linear output layer producing logits; "
+                         f"{type(model).__name__} has none")
+    blocked = [(path, swap_blocker(m)) for path, m in layers if swap_blocker(m) is not None]
+    if blocked:
+        raise ValueError(f"convert(method='lra') cannot replace {blocked}")
+    for path, module in named:
+        if _is_weight_layer(module):
+            block = _block_for(module, path == linears[-1], ("identity", 0.01), options)
+            for other, same in all_paths:
+                if same is module:
+                    parent, _, name = other.rpartition(".")
+                    setattr(model.get_submodule(parent), name, block)
+            report.converted.append(Entry(path, type(module).__name__, _note(block)))
+        elif not owns_parameters(module):
+            if not any(True for _ in module.children()):
+                report.unchanged.append(Entry(path, type(module).__name__,
+                                              "no parameters: keeps its true derivative"))
+        elif kept_note(module) is not None:
+            report.unsupported.append(Entry(
+                path, type(module).__name__,
+                f"{kept_note(module)}; its parameters are trained on LRA's displacement passed "
+                f"through its ordinary backward, not by an LRA rule"))
+        else:
+            report.unsupported.append(Entry(path, type(module).__name__,
+                                            "parameters LRA cannot reach: ordinary backward"))

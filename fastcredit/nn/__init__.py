@@ -22,7 +22,7 @@ from .fa import (
     MultiheadAttention,
     WeightFeedback,
 )
-from .lra import LRA, LRABlock, LRALinear, LRAOutput
+from .lra import LRA, LRABlock, LRAConv1d, LRAConv2d, LRAConv3d, LRALinear, LRAOutput
 from .mode import backprop, backprop_active
 
 __all__ = [
@@ -43,6 +43,9 @@ __all__ = [
     "FeedbackLayer",
     "LRA",
     "LRABlock",
+    "LRAConv1d",
+    "LRAConv2d",
+    "LRAConv3d",
     "LRALinear",
     "LRAOutput",
     "Linear",

@@ -18,9 +18,17 @@ the block on the moved input) and sends the total move divided by beta as the di
 ``clip_direction`` bounds each move's Frobenius norm and ``clip_update`` that of ``W.grad``.
 K = 1 without clipping is exactly LRA-E.
 
+Activations whose derivative is zero almost everywhere (sign) form targets and errors through a
+surrogate (hardtanh by default; ``surrogate=None`` keeps the exact rule): fastcredit's choice,
+not a rule verified in the LRA papers.
+
 ``rule``: the backward of a hidden and of the output block. ``blocks``: the modules.
+``conv``: the convolution blocks (error units over feature maps, displacement sent down by the
+transposed convolution with E).
 """
 
 from .blocks import LOSS_REDUCTIONS, LRA, WEIGHT_INITS, LRABlock, LRALinear, LRAOutput
+from .conv import LRAConv1d, LRAConv2d, LRAConv3d
 
-__all__ = ["LOSS_REDUCTIONS", "LRA", "LRABlock", "LRALinear", "LRAOutput", "WEIGHT_INITS"]
+__all__ = ["LOSS_REDUCTIONS", "LRA", "LRABlock", "LRAConv1d", "LRAConv2d", "LRAConv3d",
+           "LRALinear", "LRAOutput", "WEIGHT_INITS"]

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import functional
-from ..._spec import LRA_ERRORS, check_choice, check_finite, check_positive_int
+from ..._spec import (
+    LRA_ERRORS,
+    STEP_ACTIVATIONS,
+    check_choice,
+    check_finite,
+    check_positive_int,
+    check_surrogate,
+)
 from ..amp import apply_autocast
 from ..mode import backprop_active
 from .rule import HiddenFn, OutputFn, Rule
@@ -31,6 +38,11 @@ def _check_options(beta, gamma, refine_steps, clip_direction, clip_update, weigh
     check_choice("weight_init", weight_init, WEIGHT_INITS)
     check_finite("weight_std", weight_std, minimum=0)
     check_finite("feedback_std", feedback_std, minimum=0)
+
+
+def rule_surrogate(activation: str, surrogate: str | None) -> str | None:
+    """The surrogate the rule uses: the block's, for a step-like activation only."""
+    return surrogate if activation in STEP_ACTIVATIONS else None
 
 
 class LRABlock(nn.Module):
@@ -102,7 +114,12 @@ class LRALinear(LRABlock):
     identity, sign, leaky_relu, gelu); ``beta`` (target step, 0.1); ``gamma`` (E's gain: 0 keeps
     E fixed, default 1.0 as the authors' code); ``error`` ("gaussian" or "cauchy");
     ``use_fprime`` (multiply e by f'(a) in the weight update, as LRA v1; sign uses the surrogate
-    1{|a| <= 1}); ``refine_steps``, ``clip_direction``, ``clip_update`` (see the module doc);
+    1{|a| <= 1}); ``surrogate`` ("hardtanh" or None): for an activation whose derivative is zero
+    almost everywhere (sign), form the target and error units through s instead of f,
+    ``y = s(a - beta d)``, ``e = s(a) - y``, while the forward still outputs f(a); None keeps
+    the exact rule, under which a sign unit gets an error only where ``beta |d| > |a|``. Other
+    activations ignore it. The surrogate is fastcredit's choice, not a rule verified in the
+    LRA papers (docs/methods.md). ``refine_steps``, ``clip_direction``, ``clip_update`` (see the module doc);
     ``weight_init`` ("normal" with ``weight_std`` 0.1 as the authors' code, "xavier", or "zero"
     for null initialisation; biases start at 0); ``feedback_std`` (E ~ N(0, std^2)).
     Shapes: h [..., in] -> z [..., out].
@@ -111,17 +128,20 @@ class LRALinear(LRABlock):
     def __init__(self, in_features: int, out_features: int, activation: str = "tanh", *,
                  beta: float = 0.1, gamma: float = 1.0, bias: bool = True,
                  error: str = "gaussian", use_fprime: bool = False,
-                 negative_slope: float = 0.01, refine_steps: int = 1,
+                 negative_slope: float = 0.01, surrogate: str | None = "hardtanh",
+                 refine_steps: int = 1,
                  clip_direction: float | None = None, clip_update: float | None = None,
                  weight_init: str = "normal", weight_std: float = 0.1,
                  feedback_std: float = 0.1, device=None, dtype=None):
         functional.check_activation(activation)
         check_choice("error", error, LRA_ERRORS)
+        check_surrogate(surrogate)
         super().__init__(in_features, out_features, bias, beta, gamma, refine_steps,
                          clip_direction, clip_update, weight_init, weight_std, feedback_std,
                          device, dtype)
         self.activation, self.error = activation, error
         self.use_fprime, self.negative_slope = bool(use_fprime), float(negative_slope)
+        self.surrogate = surrogate
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         self._check_input(h)
@@ -129,12 +149,15 @@ class LRALinear(LRABlock):
             return functional.activation(F.linear(h, self.weight, self.bias),
                                          self.activation, self.negative_slope)
         rule = self._rule(activation=self.activation, error=self.error,
-                          use_fprime=self.use_fprime, negative_slope=self.negative_slope)
+                          use_fprime=self.use_fprime, negative_slope=self.negative_slope,
+                          surrogate=rule_surrogate(self.activation, self.surrogate))
         return apply_autocast(HiddenFn, (h, self.weight, self.bias, self.feedback), rule)
 
     def extra_repr(self) -> str:
+        surrogate = (f", surrogate={self.surrogate!r}"
+                     if self.activation in STEP_ACTIVATIONS else "")
         return (f"{self.in_features}, {self.out_features}, activation={self.activation!r}, "
-                f"beta={self.beta}, gamma={self.gamma}, error={self.error!r}")
+                f"beta={self.beta}, gamma={self.gamma}, error={self.error!r}{surrogate}")
 
 
 class LRAOutput(LRABlock):

@@ -33,6 +33,7 @@ class Rule:
     error: str = "gaussian"
     use_fprime: bool = False
     negative_slope: float = 0.01
+    surrogate: str | None = None  # resolved by the block: set only for a step-like activation
 
 
 def _clip_norm(t: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -42,6 +43,13 @@ def _clip_norm(t: torch.Tensor, max_norm: float | None) -> torch.Tensor:
         return t
     factor = (max_norm / torch.linalg.vector_norm(t)).clamp(max=1.0)
     return t * factor.to(t.dtype)
+
+
+def _target_value(x: torch.Tensor, rule: Rule) -> torch.Tensor:
+    """What targets and error units are formed through: the surrogate s, or f itself."""
+    if rule.surrogate == "hardtanh":
+        return F.hardtanh(x)
+    return functional.activation(x, rule.activation, rule.negative_slope)
 
 
 def _local_error(z: torch.Tensor, target: torch.Tensor, rule: Rule, a: torch.Tensor):
@@ -117,7 +125,7 @@ class HiddenFn(torch.autograd.Function):
         _hand_down(ctx, scale)
         displacement = displacement / scale.to(displacement.dtype)
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
-                          rule.use_fprime, rule.negative_slope)
+                          rule.use_fprime, rule.negative_slope, rule.surrogate)
         grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
         grad_h = None
         if ctx.needs_input_grad[0]:
@@ -126,12 +134,9 @@ class HiddenFn(torch.autograd.Function):
             def error_at(moved):
                 nonlocal target
                 if target is None:
-                    target = functional.activation(a - rule.beta * displacement,
-                                                   rule.activation, rule.negative_slope)
+                    target = _target_value(a - rule.beta * displacement, rule)
                 a_moved = F.linear(moved, weight, bias)
-                z_moved = functional.activation(a_moved, rule.activation,
-                                                rule.negative_slope)
-                return _local_error(z_moved, target, rule, a_moved)
+                return _local_error(_target_value(a_moved, rule), target, rule, a_moved)
 
             grad_h = _displacement_below(h, e, feedback, rule, error_at)
         return *_scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None
