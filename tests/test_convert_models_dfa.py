@@ -195,14 +195,26 @@ def test_dfa_names_the_way_to_place_points_by_hand_where_it_finds_no_block():
                            sublayers=True)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert", "lstm"])
-def test_lra_names_a_module_it_cannot_handle(name):
+@pytest.mark.parametrize("name,culprit", [("gpt2", "Conv1D"), ("lstm", "LSTM")])
+def test_lra_names_a_module_it_cannot_handle(name, culprit):
     model = _model(name)
-    with pytest.raises(ValueError) as info:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"has no LRA block for '[\w.]+' \({culprit}\)"):
         fastcredit.convert(model, "lra")
-    names = {type(m).__name__ for m in model.modules()} | {p for p, _ in model.named_modules()
-                                                           if p}
-    assert any(n in str(info.value) for n in names), str(info.value)
+    assert not any(isinstance(m, fastcredit.nn.LRABlock) for m in model.modules())  # untouched
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_lra_converts_a_model_of_linear_layers_norms_and_embeddings():
+    """BERT's weights are all Linear (attention's products, like residual additions, pass
+    LRA's displacement through their ordinary backward), LayerNorm and embeddings."""
+    model = fastcredit.convert(_model("bert"), "lra")
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    assert linears == [] and any(isinstance(m, fastcredit.nn.LRAOutput) for m in model.modules())
+    tokens, labels = _batch()
+    loss = _loss("bert", model, tokens, labels)
+    loss.backward()
+    assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -223,3 +235,14 @@ def test_dfa_model_loads_a_plain_state_dict_strictly(name):
     other = fastcredit.convert(_model(name), "dfa", seed=6)
     other.load_state_dict(state, strict=True)
     assert torch.equal(dfa_points(other)[0].output.seed, seed)
+
+
+def test_sequence_first_points_whose_batch_equals_the_sequence_length_are_refused():
+    """[T, N, D] under a pooled [N, C] output with T == N: sizes cannot tell which dim holds
+    the examples, and guessing would feed each example another one's signal."""
+    model = fastcredit.convert(_EncoderClassifier(batch_first=False), "dfa", seed=3)
+    tokens = torch.randint(0, VOCAB, (TOKENS, TOKENS))
+    with pytest.raises(ValueError, match="is ambiguous; use a batch size that differs"):
+        model(tokens)
+    tokens = torch.randint(0, VOCAB, (TOKENS + 1, TOKENS))  # N != T: found automatically
+    assert model(tokens).shape == (TOKENS + 1, CLASSES)

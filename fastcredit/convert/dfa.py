@@ -80,16 +80,27 @@ def _new_forward(model: nn.Module, inputs):
 
 def _token_dims(shape: torch.Size, rows: tuple[int, ...]) -> tuple[int, ...]:
     """Row dims of a sequence point ``shape`` (every dim but the last, features last) under
-    an output whose row dims have sizes ``rows``: the dims matching those sizes first, in
-    their order (so a sequence-first ``[T, N, D]`` under a pooled ``[N, C]`` gives (1, 0));
-    the natural order where they cannot be matched (DFAOutput then names the mismatch)."""
+    an output whose row dims have sizes ``rows``: the natural order when the point's rows
+    are the output's (causal-LM logits); else the dims matching those sizes first, in their
+    order (so a sequence-first ``[T, N, D]`` under a pooled ``[N, C]`` gives (1, 0)); the
+    natural order where they cannot be matched (DFAOutput then names the mismatch).
+    ValueError where sizes alone cannot tell the dims apart (``T == N`` under a pooled
+    output): feeding the wrong rows would be silent."""
     dims = list(range(len(shape) - 1))
+    if tuple(shape[:-1]) == tuple(rows):
+        return tuple(dims)
     first: list[int] = []
     for size in rows:
-        match = next((d for d in dims if d not in first and shape[d] == size), None)
-        if match is None:
+        matches = [d for d in dims if d not in first and shape[d] == size]
+        if not matches:
             return tuple(dims)
-        first.append(match)
+        if len(matches) > 1:
+            raise ValueError(
+                f"convert(method='dfa'): a point's tensor {list(shape)} has several dims of "
+                f"the output's row size {size}, so which dims index the output's rows "
+                f"{list(rows)} is ambiguous; use a batch size that differs from the sequence "
+                "length, or place fastcredit.nn.DFAPoint(batch_dims=...) by hand")
+        first.append(matches[0])
     return tuple(first + [d for d in dims if d not in first])
 
 

@@ -134,6 +134,16 @@ def _convert_in_place(model, report, options) -> None:
     blocked = [(path, swap_blocker(m)) for path, m in layers if swap_blocker(m) is not None]
     if blocked:
         raise ValueError(f"convert(method='lra') cannot replace {blocked}")
+    # Checked before anything changes: a model half converted would be neither rule.
+    foreign = [(path, m) for path, m in named if not _is_weight_layer(m)
+               and owns_parameters(m) and kept_note(m) is None]
+    if foreign:
+        path, module = foreign[0]
+        raise ValueError(
+            f"convert(method='lra') has no LRA block for {path!r} ({type(module).__name__}): "
+            "its weights transport the error themselves (attention, recurrent, transformers' "
+            "Conv1D, custom parameters); LRA converts Linear and Conv layers, with "
+            "normalisation and embeddings kept")
     for path, module in named:
         if _is_weight_layer(module):
             block = _block_for(module, path == linears[-1], ("identity", 0.01), options)
@@ -146,11 +156,8 @@ def _convert_in_place(model, report, options) -> None:
             if not any(True for _ in module.children()):
                 report.unchanged.append(Entry(path, type(module).__name__,
                                               "no parameters: keeps its true derivative"))
-        elif kept_note(module) is not None:
+        else:  # normalisation, embeddings (the check above let nothing else through)
             report.unsupported.append(Entry(
                 path, type(module).__name__,
                 f"{kept_note(module)}; its parameters are trained on LRA's displacement passed "
                 f"through its ordinary backward, not by an LRA rule"))
-        else:
-            report.unsupported.append(Entry(path, type(module).__name__,
-                                            "parameters LRA cannot reach: ordinary backward"))
