@@ -94,7 +94,8 @@ static void check_seeded_project(int64_t n, int64_t k, int64_t cols, bool transp
 }
 
 template <typename T>
-static void check_lra_error(Activation activation, LocalError error, bool use_fprime) {
+static void check_lra_error(Activation activation, LocalError error, bool use_fprime,
+                            Surrogate surrogate) {
   const int64_t count = 1000;  // more than one block of 256 threads, not a multiple of it
   std::vector<T> a_host(count), d_host(count);
   for (int64_t i = 0; i < count; ++i) {
@@ -106,14 +107,14 @@ static void check_lra_error(Activation activation, LocalError error, bool use_fp
   T* out = nullptr;
   cudaMalloc(reinterpret_cast<void**>(&out), count * sizeof(T));
   if (cuda::launch_lra_error(a, d, out, count, 0.3, activation, error, use_fprime, 0.05,
-                             nullptr) != cudaSuccess)
+                             surrogate, nullptr) != cudaSuccess)
     ++failures;
   const std::vector<T> got = host_copy(out, count);
   dispatch_activation(activation, [&](auto act) {
     dispatch_local_error(error, [&](auto err) {
       for (int64_t i = 0; i < count; ++i) {
         const T want = lra_error_unit<decltype(act)::value, decltype(err)::value, T>(
-            a_host[i], d_host[i], T(0.3), T(0.05), use_fprime);
+            a_host[i], d_host[i], T(0.3), T(0.05), use_fprime, surrogate);
         expect_close(got[i], want, 0, "lra_error", int(activation), long(i));
       }
     });
@@ -228,9 +229,10 @@ int main() {
   check_seeded_project<float>(1, 20, 129, true, Dist::kNormal);
   // grid.y (column tiles) capped below the tile count: blocks loop over column tiles
   check_seeded_project<double>(3, 17, 200, false, Dist::kNormal, 2);
-  check_lra_error<double>(Activation::kTanh, LocalError::kGaussian, false);
-  check_lra_error<float>(Activation::kSign, LocalError::kCauchy, true);
-  check_lra_error<double>(Activation::kSoftplus, LocalError::kCauchy, true);
+  check_lra_error<double>(Activation::kTanh, LocalError::kGaussian, false, Surrogate::kNone);
+  check_lra_error<float>(Activation::kSign, LocalError::kCauchy, true, Surrogate::kNone);
+  check_lra_error<float>(Activation::kSign, LocalError::kGaussian, false, Surrogate::kHardtanh);
+  check_lra_error<double>(Activation::kSoftplus, LocalError::kCauchy, true, Surrogate::kNone);
   // more groups than one block's threads, a partial last group, every magnitude source
   for (Magnitude kind : {Magnitude::kScalar, Magnitude::kStored, Magnitude::kSeeded}) {
     check_sign_feedback<float>(33, 37, kind, Dist::kUniform);
