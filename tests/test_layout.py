@@ -96,3 +96,20 @@ def test_old_homes_of_moved_modules_still_work_and_warn():
         from fastcredit.feedback import METHODS
     assert METHODS == ("fa", "usf", "frsf", "brsf", "kp", "bp")
     assert sum(issubclass(w.category, DeprecationWarning) for w in caught) == 2
+
+
+def test_info_works_without_the_application_extra_and_the_rest_says_what_is_missing():
+    # -W ignore: torch warns when numpy is missing
+    code = ("import sys; sys.modules['numpy'] = None; sys.modules['matplotlib'] = None\n"
+            "from fastcredit.app import cli\n"
+            "sys.exit(cli.main(sys.argv[1:]))")
+    info = subprocess.run([sys.executable, "-W", "ignore", "-c", code, "info", "--json"],
+                          capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert '"version"' in info.stdout
+    train_run = subprocess.run([sys.executable, "-W", "ignore", "-c", code, "train"],
+                               capture_output=True, text=True)
+    assert train_run.returncode == 1
+    assert train_run.stderr.startswith("fastcredit train: needs the application's dependencies: "
+                                       "pip install 'fastcredit[app]'")
+    assert len(train_run.stderr.splitlines()) == 1

@@ -185,9 +185,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="no progress bar or progress lines")
 
 
-def _parser() -> _Parser:
-    from . import bench, data, reproduce, train
-
+def _info_parser() -> tuple[_Parser, argparse._SubParsersAction]:
+    """The top-level parser with its one command that needs nothing but the library."""
     parser = _Parser(prog="fastcredit", description=__doc__, formatter_class=_Help)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     info = commands.add_parser("info", help="how fastcredit was built and what is loaded",
@@ -196,6 +195,13 @@ def _parser() -> _Parser:
     info.add_argument("--json", action="store_true",
                       help="print the build information as JSON (without the op list)")
     info.set_defaults(run=_info)
+    return parser, commands
+
+
+def _parser() -> _Parser:
+    from . import bench, data, reproduce, train
+
+    parser, commands = _info_parser()
 
     run = commands.add_parser(
         "train", help="train a network with one or several credit-assignment methods",
@@ -288,10 +294,18 @@ def _parser() -> _Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import reproduce
-
-    parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from . import reproduce  # the application's modules need the `app` extra
+    except ImportError as missing:  # the library alone: `info` works, the rest says why not
+        if argv[:1] != ["info"]:
+            print(f"fastcredit {' '.join(argv[:1])}: needs the application's dependencies: "
+                  f"pip install 'fastcredit[app]' ({missing})".replace("  ", " "),
+                  file=sys.stderr)
+            return 1
+        args = _info_parser()[0].parse_args(argv)
+        return args.run(args)
+    parser = _parser()
     args = parser.parse_args(argv)
     args.argv = argv
     if args.command == "train" and len(set(args.method)) != len(args.method):
