@@ -1,0 +1,373 @@
+"""Model-parallel DFA: a network split into pipeline stages, one per rank, trained by DFA.
+
+Why DFA pipelines well (Launay et al. 2020): a hidden block's update needs only the output
+error ``e`` and its own feedback matrix ``B_l``, never the gradient of the block above. So,
+per micro-batch, activations flow forward rank to rank as in any pipeline, the last rank
+computes the loss and ``e = dL/d(output)`` and sends ``e`` (``[rows, C]``, small) to every
+other stage, and each stage computes its own weight gradients at once from ``e`` and the
+activations it kept. There is no backward wave: no stage waits for a gradient from the stage
+above, and a stage steps its optimizer as soon as the last micro-batch's ``e`` has reached it.
+
+No feedback matrix travels: every rank builds the whole converted model (same seed) and so
+holds the model's :class:`~fastcredit.nn.DFAOutput`; a stage regenerates its points' ``B_l``
+from that output's ``seed`` and the point index, exactly as the single-process output does.
+The output's geometry (every point's ``d_l``, which the normalisations need) and seed are
+exchanged once, in the first step: the widths travel forward with the first micro-batch, the
+last rank sends the full table (and its seed) back with the first ``e``. Each stage then
+calls the very same :class:`DFAOutput` code on its own records with the received ``e``, so
+the gradients equal those of single-process DFA on the whole model with the same
+micro-batches (tests/test_distributed.py checks this in float64 on 2 and 4 gloo ranks).
+
+Messages (point to point, any ``torch.distributed`` backend; tags keep them apart):
+activations ``r -> r+1``; ``e`` (and, for ``signal="sign"``, the output it was computed
+from) ``last -> r`` for every other stage; each is preceded by a 10-integer shape header.
+
+The step's loss is the mean of the micro-batches' losses (each micro-batch's backward gets
+``loss_m / micro_batches``), as ``torch.distributed.pipelining`` scales by default.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ._spec import check_positive_int
+from .nn.dfa.layout import Layout
+from .nn.dfa.output import DFAOutput
+from .nn.dfa.point import DFAPoint, dfa_points
+
+__all__ = ["DFAPipeline", "StageFailure", "split_by_blocks"]
+
+_ACTIVATION, _ERROR, _OUTPUT, _WIDTHS, _GEOMETRY = 1, 2, 3, 4, 5  # message tags
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+           torch.int32)
+_HEADER = 10  # dtype code, ndim, up to 8 dims
+
+
+class StageFailure(RuntimeError):
+    """A message a stage waited for did not come: another stage failed or stopped."""
+
+
+def split_by_blocks(model: nn.Sequential, num_stages: int) -> list[nn.Sequential]:
+    """Cut a DFA-converted ``nn.Sequential`` into ``num_stages`` contiguous stages at DFA
+    block boundaries, with numbers of blocks that differ by at most one.
+
+    A stage may end after a top-level child whose output is a DFA point's (its last
+    :class:`DFAPoint` comes after every layer with parameters in it), so each stage's output
+    is detached and the layers of one block never span two stages. The stages share the
+    model's modules and keep their names (``stage.state_dict()`` keys are the model's).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Sequential`` (give stages by hand instead).
+        ValueError: no DFA point in ``model``, or fewer blocks than ``num_stages``.
+    """
+    check_positive_int("num_stages", num_stages)
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"split_by_blocks needs an nn.Sequential, got {type(model).__name__}; "
+                        "for another model pass each rank's stage to DFAPipeline by hand")
+    if not dfa_points(model):
+        raise ValueError("split_by_blocks: the model has no DFAPoint; convert(model, 'dfa') "
+                         "it first")
+    children = list(model._modules.items())
+    ends = [i for i, (_, child) in enumerate(children[:-1]) if _ends_at_point(child)]
+    blocks = len(ends) + 1
+    if blocks < num_stages:
+        raise ValueError(f"split_by_blocks: the model has {blocks} DFA blocks that can be cut "
+                         f"at its top level, fewer than num_stages={num_stages}")
+    cuts = [ends[round(k * blocks / num_stages) - 1] + 1 for k in range(1, num_stages)]
+    bounds = [0, *cuts, len(children)]
+    return [nn.Sequential(OrderedDict(children[a:b])) for a, b in zip(bounds, bounds[1:])]
+
+
+def _ends_at_point(module: nn.Module) -> bool:
+    """Whether ``module``'s last DFA point comes after every module owning parameters."""
+    last_point = last_weights = -1
+    for k, m in enumerate(module.modules()):
+        if isinstance(m, DFAPoint):
+            last_point = k
+        elif any(True for _ in m.parameters(recurse=False)):
+            last_weights = k
+    return last_point > last_weights
+
+
+class DFAPipeline:
+    """One rank's stage of a DFA-trained pipeline (see the module docstring).
+
+    Every rank of ``group`` builds one, in stage order (stage index = rank in ``group``),
+    and calls :meth:`step` together with the others.
+
+    Args:
+        stage: this rank's part of the model, e.g. ``split_by_blocks(model, n)[rank]``. Its
+            points must belong to the whole model's :class:`DFAOutput` (built on every rank
+            the same way); every stage but the last must end at a DFA point (its output is
+            detached); the last stage must end with the DFAOutput (its output is the
+            output's), as ``convert(model, "dfa")`` arranges.
+        loss_fn: ``loss_fn(output, targets) -> scalar``, used on the last stage.
+        optimizer: optional; if given, :meth:`step` zeroes its gradients first and steps it
+            as soon as this stage's gradients are complete.
+        group: the process group (default: the world).
+        device: where messages are received (default: the first parameter's device, else
+            the CPU).
+        timeout: seconds to wait for any one message before raising :class:`StageFailure`
+            (default: the process group's timeout).
+
+    Raises:
+        ValueError: a group of one rank, a stage without the DFA points or output described
+            above, or a ``signal="target"`` output (its labels would have to travel as well).
+    """
+
+    def __init__(self, stage: nn.Module, *, loss_fn: Callable | None = None,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 group: dist.ProcessGroup | None = None, device: torch.device | None = None,
+                 timeout: float | None = None) -> None:
+        self.stage = stage
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.group = group
+        self.index = dist.get_rank(group)
+        self.num_stages = dist.get_world_size(group)
+        if self.num_stages < 2:
+            raise ValueError("DFAPipeline needs a process group of at least 2 ranks (one "
+                             "stage each); train a single stage as usual")
+        self.is_last = self.index == self.num_stages - 1
+        if device is None:
+            first = next(stage.parameters(), None)
+            device = torch.device("cpu") if first is None else first.device
+        self.device = torch.device(device)
+        self.timeout = None if timeout is None else timedelta(seconds=timeout)
+        owners = {id(p.output): p.output for p in dfa_points(stage)}
+        held = {id(m): m for m in stage.modules() if isinstance(m, DFAOutput)}
+        owners.update(held)
+        if len(owners) > 1:
+            raise ValueError(f"stage {self.index}'s DFA points belong to {len(owners)} "
+                             "different DFAOutputs; a pipeline trains one DFA model")
+        self.output: DFAOutput | None = next(iter(owners.values()), None)
+        where = f"stage {self.index} of {self.num_stages}"
+        if self.is_last:
+            if not held:
+                raise ValueError(f"{where} (the last) must hold the model's DFAOutput")
+            if loss_fn is None:
+                raise ValueError(f"{where} (the last) needs loss_fn")
+        elif held:
+            raise ValueError(f"{where} holds the DFAOutput; only the last stage may")
+        elif self.output is None and any(p.requires_grad for p in stage.parameters()):
+            raise ValueError(f"{where} has trainable parameters but no DFA point: they would "
+                             "get no gradient (end every stage but the last at a DFA point)")
+        if self.output is not None and self.output.signal == "target":
+            raise ValueError("DFAPipeline supports signal='error' and 'sign', not 'target'")
+        self._first_step = True
+
+    # ---- messages ------------------------------------------------------------------------
+    def _peer(self, stage_index: int) -> int:
+        if self.group is None:
+            return stage_index
+        return dist.get_global_rank(self.group, stage_index)
+
+    def _wait(self, work, peer: int, what: str) -> None:
+        try:
+            if self.timeout is None:
+                work.wait()
+            else:
+                work.wait(self.timeout)
+        except Exception as err:  # the backends raise RuntimeError subclasses of their own
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise StageFailure(
+                f"pipeline stage {self.index}: {what} with stage {peer} failed ({reason}); "
+                "another stage failed or stopped, so this step cannot complete"
+            ) from err
+
+    def _send(self, tensor: torch.Tensor, to: int, tag: int) -> list:
+        data = tensor.detach().contiguous()
+        header = torch.zeros(_HEADER, dtype=torch.int64)
+        header[0], header[1] = _DTYPES.index(data.dtype), data.dim()
+        header[2:2 + data.dim()] = torch.tensor(data.shape, dtype=torch.int64)
+        header = header.to(self.device)
+        return [(dist.isend(t, group=self.group, tag=tag, dst=self._peer(to)), to)
+                for t in (header, data)]
+
+    def _post_header(self, source: int, tag: int):
+        header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
+        return header, dist.irecv(header, group=self.group, tag=tag, src=self._peer(source))
+
+    def _receive(self, source: int, tag: int, what: str, posted=None) -> torch.Tensor:
+        header, work = posted or self._post_header(source, tag)
+        self._wait(work, source, f"receiving {what}")
+        code, ndim, *dims = header.tolist()
+        data = torch.empty(dims[:ndim], dtype=_DTYPES[code], device=self.device)
+        self._wait(dist.irecv(data, group=self.group, tag=tag, src=self._peer(source)), source,
+                   f"receiving {what}")
+        return data
+
+    # ---- a step --------------------------------------------------------------------------
+    def step(self, inputs: torch.Tensor | None = None, targets: torch.Tensor | None = None, *,
+             micro_batches: int) -> torch.Tensor | None:
+        """One training step over a batch cut into ``micro_batches`` along dim 0
+        (``tensor_split``). ``inputs``: the batch, on the first stage (ignored elsewhere);
+        ``targets``: its targets, on the last stage. Returns the step's loss (the mean of the
+        micro-batches' losses, detached) on the last stage, None elsewhere.
+
+        Raises:
+            ValueError: missing inputs/targets, or fewer rows than micro-batches.
+            StageFailure: a message from another stage did not arrive.
+        """
+        check_positive_int("micro_batches", micro_batches)
+        chunks = targets_chunks = None
+        if self.index == 0:
+            chunks = self._split("inputs", inputs, micro_batches)
+        if self.is_last:
+            targets_chunks = self._split("targets", targets, micro_batches)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad()
+        with torch.enable_grad():
+            if self.is_last:
+                loss = self._run_last(chunks, targets_chunks, micro_batches)
+            else:
+                loss = self._run_hidden(chunks, micro_batches)
+        if self.optimizer is not None:
+            self.optimizer.step()
+        self._first_step = False
+        return loss
+
+    @staticmethod
+    def _split(name: str, batch: torch.Tensor | None, micro_batches: int) -> tuple:
+        if not isinstance(batch, torch.Tensor):
+            raise ValueError(f"this stage needs {name} (a tensor), got {type(batch).__name__}")
+        if batch.dim() == 0 or batch.shape[0] < micro_batches:
+            raise ValueError(f"{name} of shape {list(batch.shape)} cannot be cut into "
+                             f"{micro_batches} micro-batches along dim 0")
+        return batch.tensor_split(micro_batches)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Run the stage on one micro-batch; returns its output and this forward's records."""
+        if self.output is not None:
+            self.output.discard_pending()
+        out = self.stage(x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"stage {self.index} must return a tensor, got {type(out).__name__}")
+        tape = []
+        if self.output is not None and not self.is_last:
+            tape, self.output._tape = self.output._tape, []
+        return out, tape
+
+    def _widths(self, tape: list) -> torch.Tensor:
+        """``[k, 2]`` (point index, d_l) for this stage's recorded points."""
+        rows = []
+        for i, h in tape:
+            point = self.output.points[i]
+            dims = self.output.batch_dims if point.batch_dims is None else point.batch_dims
+            rows.append((i, Layout.of(h.shape, dims, point.spatial, f"DFAPoint {i}").features))
+        return torch.tensor(rows, dtype=torch.int64).reshape(-1, 2)
+
+    def _run_hidden(self, chunks, micro_batches: int) -> None:
+        sends, tapes = [], deque()
+        last = self.num_stages - 1
+        posted = self._post_header(last, _ERROR)
+        fed = 0
+        for m in range(micro_batches):
+            if self.index == 0:
+                x, widths = chunks[m], torch.zeros(0, 2, dtype=torch.int64)
+            else:
+                x = self._receive(self.index - 1, _ACTIVATION, "an activation")
+                if self._first_step and m == 0:
+                    widths = self._receive(self.index - 1, _WIDTHS, "the point widths")
+            out, tape = self._forward(x)
+            if out.requires_grad:
+                raise ValueError(
+                    f"stage {self.index}'s output requires grad: layers after its last DFA "
+                    "point would get no gradient (end every stage but the last at a point)")
+            sends += self._send(out, self.index + 1, _ACTIVATION)
+            if self._first_step and m == 0:
+                widths = torch.cat([widths, self._widths(tape)])
+                sends += self._send(widths, self.index + 1, _WIDTHS)
+            tapes.append(tape)
+            # Feed every micro-batch whose error has already arrived, without blocking.
+            while fed <= m and posted[1].is_completed():
+                posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
+                fed += 1
+        while fed < micro_batches:
+            posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
+            fed += 1
+        self._finish(sends)
+
+    def _feed(self, tape: list, posted, m: int, micro_batches: int):
+        """Receive micro-batch ``m``'s error and deliver it to this stage's records; returns
+        the posted receive of the next error's header."""
+        last = self.num_stages - 1
+        e = self._receive(last, _ERROR, "the output error", posted)
+        output = None
+        if self.output is not None and self.output.signal != "error":
+            output = self._receive(last, _OUTPUT, "the output")
+        if self._first_step and m == 0:
+            geometry = self._receive(last, _GEOMETRY, "the DFA geometry").tolist()
+            if self.output is not None:
+                self.output.seed.fill_(geometry[0])
+                self.output.point_features.copy_(torch.tensor(geometry[1:]))
+        if m + 1 < micro_batches:
+            posted = self._post_header(last, _ERROR)
+        if tape:
+            # The output's own code makes the feedback, from a stand-in for the output
+            # (its values matter only to the "sign" signal's scale).
+            self.output._tape = tape
+            anchor = (torch.zeros_like(e) if output is None else output).requires_grad_()
+            self.output(anchor).backward(e)
+        return posted
+
+    def _run_last(self, chunks, targets, micro_batches: int) -> torch.Tensor:
+        output = self.output
+        sends, total = [], None
+        for m in range(micro_batches):
+            x = self._receive(self.index - 1, _ACTIVATION, "an activation")
+            if self._first_step and m == 0:
+                for i, d in self._receive(self.index - 1, _WIDTHS, "the point widths").tolist():
+                    output.point_features[i] = d
+            seen = []
+            handle = output.register_forward_hook(lambda mod, args, out: seen.append(out))
+            try:
+                out, _ = self._forward(x)
+            finally:
+                handle.remove()
+            if not seen or out is not seen[-1]:
+                raise ValueError(f"the last stage (stage {self.index}) must return the "
+                                 "DFAOutput's output: the error it sends is dL/d(that output)")
+            loss = self.loss_fn(out, targets[m]) / micro_batches
+            (e,) = torch.autograd.grad(loss, out, retain_graph=True)
+            for r in range(self.index):
+                sends += self._send(e, r, _ERROR)
+                if output.signal != "error":
+                    sends += self._send(out, r, _OUTPUT)
+                if self._first_step and m == 0:
+                    geometry = torch.cat([output.seed.reshape(1).cpu(),
+                                          output.point_features.cpu()])
+                    sends += self._send(geometry, r, _GEOMETRY)
+            out.backward(e)
+            total = loss.detach() if total is None else total + loss.detach()
+        self._finish(sends)
+        return total
+
+    def _finish(self, sends: list) -> None:
+        for work, peer in sends:
+            self._wait(work, peer, "sending")
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """This stage's checkpoint: the stage's ``state_dict``, the optimizer's, and (on
+        stages other than the last, which holds it) the DFA output's: its seed, geometry and
+        any stored feedback matrices, which each stage makes for itself."""
+        state = {"stage": self.stage.state_dict(),
+                 "optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
+        if self.output is not None and not self.is_last:
+            state["dfa_output"] = self.output.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved (on the same stage of the same split)."""
+        self.stage.load_state_dict(state["stage"])
+        if self.optimizer is not None and state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "dfa_output" in state and self.output is not None:
+            self.output.load_state_dict(state["dfa_output"])

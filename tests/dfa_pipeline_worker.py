@@ -1,0 +1,137 @@
+"""One rank of the model-parallel DFA test (tests/test_distributed.py).
+
+One process group of 4 ranks serves every check (starting interpreters is the cost): first
+ranks {0, 1} and {2, 3} each run a 2-stage pipeline in their own subgroup, at the same time,
+then all 4 run a 4-stage one. For every case and pipeline a rank trains its stage of the split
+model with ``DFAPipeline`` and saves: the
+gradients of one step without an optimizer, the stage's weights after STEPS optimizer steps,
+and the weights after RESUMED more steps, once straight on and once from a checkpoint loaded
+into a freshly built (differently initialised) model. Then, with FAIL set, the last rank raises
+inside its loss in the middle of a step and every rank records what it saw.
+
+Usage: python dfa_pipeline_worker.py RANK WORLD_SIZE INIT_FILE OUT_DIR  (WORLD_SIZE even)
+"""
+
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+import fastcredit
+from fastcredit.distributed import DFAPipeline, StageFailure, split_by_blocks
+
+BATCH, MICRO_BATCHES, STEPS, RESUMED = 12, 3, 2, 2
+TIMEOUT_S = 20  # the per-message limit: a lost peer is normally seen at once (socket closed)
+CASES = {
+    # default seeded feedback, launay2019 normalisation; "sign" needs the output sent too
+    "mlp": {},
+    "mlp_sign_stored": {"signal": "sign", "feedback": "stored"},
+    # one shared matrix normalised by D_max: needs every stage's widths (the geometry)
+    "conv": {"preset": "tinydfa"},
+}
+
+
+def build(case: str, init_seed: int = 0) -> nn.Module:
+    """The float64 model every rank builds in full; convert's seed fixes the feedback."""
+    torch.manual_seed(init_seed)
+    if case.startswith("mlp"):
+        net = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(),
+                            nn.Linear(12, 9), nn.Tanh(), nn.Linear(9, 4))
+    else:
+        net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+                            nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(),
+                            nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(4 * 3 * 3, 4))
+    return fastcredit.convert(net.double(), "dfa", seed=17 + init_seed, **CASES[case])
+
+
+def batch(case: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + step)
+    shape = (BATCH, 10) if case.startswith("mlp") else (BATCH, 2, 6, 6)
+    x = torch.randn(shape, dtype=torch.float64, generator=generator)
+    return x, torch.randint(0, 4, (BATCH,), generator=generator)
+
+
+def optimizer(parameters):
+    return torch.optim.SGD(parameters, lr=0.2, momentum=0.9)
+
+
+def run(pipe: DFAPipeline, case: str, steps: range) -> None:
+    for step in steps:
+        x, y = batch(case, step)
+        pipe.step(x if pipe.index == 0 else None, y if pipe.is_last else None,
+                  micro_batches=MICRO_BATCHES)
+
+
+def weights(stage: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in stage.state_dict().items()}
+
+
+def check_case(case: str, group, out_dir: Path) -> dict:
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    stage = split_by_blocks(build(case), world)[rank]
+    loss = F.cross_entropy
+    options = {"loss_fn": loss, "group": group, "timeout": TIMEOUT_S}
+    run(DFAPipeline(stage, **options), case, range(1))
+    grads = {k: p.grad.clone() for k, p in stage.named_parameters()}
+    stage.zero_grad(set_to_none=True)
+    pipe = DFAPipeline(stage, optimizer=optimizer(stage.parameters()), **options)
+    run(pipe, case, range(STEPS))
+    trained = weights(stage)
+    checkpoint = out_dir / f"{case}_{world}stages_rank{dist.get_rank()}.pt"
+    torch.save(pipe.state_dict(), checkpoint)
+    run(pipe, case, range(STEPS, STEPS + RESUMED))
+    straight_on = weights(stage)
+    # Resume into a model built from other weights and another feedback seed.
+    fresh = split_by_blocks(build(case, init_seed=1), world)[rank]
+    resumed = DFAPipeline(fresh, optimizer=optimizer(fresh.parameters()), **options)
+    resumed.load_state_dict(torch.load(checkpoint))
+    run(resumed, case, range(STEPS, STEPS + RESUMED))
+    return {"grads": grads, "trained": trained, "straight_on": straight_on,
+            "resumed": weights(fresh)}
+
+
+def fail_mid_step(rank: int, world: int) -> str:
+    """The last rank raises in its second micro-batch's loss; the others must not hang."""
+    stage = split_by_blocks(build("mlp"), world)[rank]
+    calls = []
+
+    def loss(output, target):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure in the last stage's loss")
+        return F.cross_entropy(output, target)
+
+    pipe = DFAPipeline(stage, loss_fn=loss, timeout=TIMEOUT_S)
+    start = time.monotonic()
+    try:
+        run(pipe, "mlp", range(1))
+    except StageFailure as err:
+        return f"StageFailure after {time.monotonic() - start:.1f} s: {err}"
+    return "no error"
+
+
+def main(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=60))
+    pairs = [dist.new_group([r, r + 1]) for r in range(0, world, 2)]
+    out = Path(out_dir)
+    results = {stages: {case: check_case(case, group, out) for case in CASES}
+               for stages, group in ((2, pairs[rank // 2]), (world, None))}
+    torch.save(results, out / f"rank{rank}.pt")
+    (out / f"failure{rank}.txt").write_text(fail_mid_step(rank, world))
+
+
+if __name__ == "__main__":
+    try:
+        main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    except BaseException:
+        Path(sys.argv[4], f"failure{sys.argv[1]}.txt").write_text(traceback.format_exc())
+        raise
