@@ -225,11 +225,13 @@ class DFAPipeline:
             self.optimizer.zero_grad()
         with torch.enable_grad():
             if self.is_last:
-                loss = self._run_last(chunks, targets_chunks, micro_batches)
+                loss, sends = self._run_last(chunks, targets_chunks, micro_batches)
             else:
-                loss = self._run_hidden(chunks, micro_batches)
-        if self.optimizer is not None:
+                loss, sends = None, self._run_hidden(chunks, micro_batches)
+        if self.optimizer is not None:  # the gradients are complete: no need to wait for more
             self.optimizer.step()
+        for work, peer in sends:  # their buffers are activations and errors, not weights
+            self._wait(work, peer, "sending")
         self._first_step = False
         return loss
 
@@ -263,7 +265,7 @@ class DFAPipeline:
             rows.append((i, Layout.of(h.shape, dims, point.spatial, f"DFAPoint {i}").features))
         return torch.tensor(rows, dtype=torch.int64).reshape(-1, 2)
 
-    def _run_hidden(self, chunks, micro_batches: int) -> None:
+    def _run_hidden(self, chunks, micro_batches: int) -> list:
         sends, tapes = [], deque()
         last = self.num_stages - 1
         posted = self._post_header(last, _ERROR)
@@ -292,7 +294,7 @@ class DFAPipeline:
         while fed < micro_batches:
             posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
             fed += 1
-        self._finish(sends)
+        return sends
 
     def _feed(self, tape: list, posted, m: int, micro_batches: int):
         """Receive micro-batch ``m``'s error and deliver it to this stage's records; returns
@@ -317,7 +319,7 @@ class DFAPipeline:
             self.output(anchor).backward(e)
         return posted
 
-    def _run_last(self, chunks, targets, micro_batches: int) -> torch.Tensor:
+    def _run_last(self, chunks, targets, micro_batches: int) -> tuple[torch.Tensor, list]:
         output = self.output
         sends, total = [], None
         for m in range(micro_batches):
@@ -346,12 +348,7 @@ class DFAPipeline:
                     sends += self._send(geometry, r, _GEOMETRY)
             out.backward(e)
             total = loss.detach() if total is None else total + loss.detach()
-        self._finish(sends)
-        return total
-
-    def _finish(self, sends: list) -> None:
-        for work, peer in sends:
-            self._wait(work, peer, "sending")
+        return total, sends
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:
