@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -105,8 +106,8 @@ class DFAPipeline:
         stage: this rank's part of the model, e.g. ``split_by_blocks(model, n)[rank]``. Its
             points must belong to the whole model's :class:`DFAOutput` (built on every rank
             the same way); every stage but the last must end at a DFA point (its output is
-            detached); the last stage must end with the DFAOutput (its output is the
-            output's), as ``convert(model, "dfa")`` arranges.
+            detached, so it holds at least one point); the last stage must end with the
+            DFAOutput (its output is the output's), as ``convert(model, "dfa")`` arranges.
         loss_fn: ``loss_fn(output, targets) -> scalar``, used on the last stage.
         optimizer: optional; if given, :meth:`step` zeroes its gradients first and steps it
             as soon as this stage's gradients are complete.
@@ -146,7 +147,7 @@ class DFAPipeline:
         if len(owners) > 1:
             raise ValueError(f"stage {self.index}'s DFA points belong to {len(owners)} "
                              "different DFAOutputs; a pipeline trains one DFA model")
-        self.output: DFAOutput | None = next(iter(owners.values()), None)
+        self.output: DFAOutput = next(iter(owners.values()), None)
         where = f"stage {self.index} of {self.num_stages}"
         if self.is_last:
             if not held:
@@ -155,10 +156,11 @@ class DFAPipeline:
                 raise ValueError(f"{where} (the last) needs loss_fn")
         elif held:
             raise ValueError(f"{where} holds the DFAOutput; only the last stage may")
-        elif self.output is None and any(p.requires_grad for p in stage.parameters()):
-            raise ValueError(f"{where} has trainable parameters but no DFA point: they would "
-                             "get no gradient (end every stage but the last at a DFA point)")
-        if self.output is not None and self.output.signal == "target":
+        elif self.output is None:
+            raise ValueError(f"{where} has no DFA point: every stage but the last must end at "
+                             "one (a stage without points could not learn; merge it with a "
+                             "neighbour)")
+        if self.output.signal == "target":
             raise ValueError("DFAPipeline supports signal='error' and 'sign', not 'target'")
         self._first_step = True
 
@@ -168,12 +170,11 @@ class DFAPipeline:
             return stage_index
         return dist.get_global_rank(self.group, stage_index)
 
-    def _wait(self, work, peer: int, what: str) -> None:
+    @contextmanager
+    def _talking(self, peer: int, what: str):
+        """Turn a backend's error in a message to or from ``peer`` into StageFailure."""
         try:
-            if self.timeout is None:
-                work.wait()
-            else:
-                work.wait(self.timeout)
+            yield
         except Exception as err:  # the backends raise RuntimeError subclasses of their own
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise StageFailure(
@@ -181,26 +182,37 @@ class DFAPipeline:
                 "another stage failed or stopped, so this step cannot complete"
             ) from err
 
+    def _wait(self, work, peer: int, what: str) -> None:
+        with self._talking(peer, what):
+            if self.timeout is None:
+                work.wait()
+            else:
+                work.wait(self.timeout)
+
     def _send(self, tensor: torch.Tensor, to: int, tag: int) -> list:
         data = tensor.detach().contiguous()
         header = torch.zeros(_HEADER, dtype=torch.int64)
         header[0], header[1] = _DTYPES.index(data.dtype), data.dim()
         header[2:2 + data.dim()] = torch.tensor(data.shape, dtype=torch.int64)
         header = header.to(self.device)
-        return [(dist.isend(t, group=self.group, tag=tag, dst=self._peer(to)), to)
-                for t in (header, data)]
+        with self._talking(to, "sending"):
+            return [(dist.isend(t, group=self.group, tag=tag, dst=self._peer(to)), to)
+                    for t in (header, data)]
 
-    def _post_header(self, source: int, tag: int):
+    def _irecv(self, tensor: torch.Tensor, source: int, tag: int, what: str):
+        with self._talking(source, f"receiving {what}"):
+            return dist.irecv(tensor, group=self.group, tag=tag, src=self._peer(source))
+
+    def _post_header(self, source: int, tag: int, what: str):
         header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
-        return header, dist.irecv(header, group=self.group, tag=tag, src=self._peer(source))
+        return header, self._irecv(header, source, tag, what)
 
     def _receive(self, source: int, tag: int, what: str, posted=None) -> torch.Tensor:
-        header, work = posted or self._post_header(source, tag)
+        header, work = posted or self._post_header(source, tag, what)
         self._wait(work, source, f"receiving {what}")
         code, ndim, *dims = header.tolist()
         data = torch.empty(dims[:ndim], dtype=_DTYPES[code], device=self.device)
-        self._wait(dist.irecv(data, group=self.group, tag=tag, src=self._peer(source)), source,
-                   f"receiving {what}")
+        self._wait(self._irecv(data, source, tag, what), source, f"receiving {what}")
         return data
 
     # ---- a step --------------------------------------------------------------------------
@@ -246,13 +258,12 @@ class DFAPipeline:
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         """Run the stage on one micro-batch; returns its output and this forward's records."""
-        if self.output is not None:
-            self.output.discard_pending()
+        self.output.discard_pending()
         out = self.stage(x)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"stage {self.index} must return a tensor, got {type(out).__name__}")
         tape = []
-        if self.output is not None and not self.is_last:
+        if not self.is_last:
             tape, self.output._tape = self.output._tape, []
         return out, tape
 
@@ -268,7 +279,7 @@ class DFAPipeline:
     def _run_hidden(self, chunks, micro_batches: int) -> list:
         sends, tapes = [], deque()
         last = self.num_stages - 1
-        posted = self._post_header(last, _ERROR)
+        posted = self._post_header(last, _ERROR, "the output error")
         fed = 0
         for m in range(micro_batches):
             if self.index == 0:
@@ -302,15 +313,14 @@ class DFAPipeline:
         last = self.num_stages - 1
         e = self._receive(last, _ERROR, "the output error", posted)
         output = None
-        if self.output is not None and self.output.signal != "error":
+        if self.output.signal != "error":
             output = self._receive(last, _OUTPUT, "the output")
         if self._first_step and m == 0:
             geometry = self._receive(last, _GEOMETRY, "the DFA geometry").tolist()
-            if self.output is not None:
-                self.output.seed.fill_(geometry[0])
-                self.output.point_features.copy_(torch.tensor(geometry[1:]))
+            self.output.seed.fill_(geometry[0])
+            self.output.point_features.copy_(torch.tensor(geometry[1:]))
         if m + 1 < micro_batches:
-            posted = self._post_header(last, _ERROR)
+            posted = self._post_header(last, _ERROR, "the output error")
         if tape:
             # The output's own code makes the feedback, from a stand-in for the output
             # (its values matter only to the "sign" signal's scale).
@@ -357,7 +367,7 @@ class DFAPipeline:
         any stored feedback matrices, which each stage makes for itself."""
         state = {"stage": self.stage.state_dict(),
                  "optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
-        if self.output is not None and not self.is_last:
+        if not self.is_last:
             state["dfa_output"] = self.output.state_dict()
         return state
 
@@ -366,5 +376,5 @@ class DFAPipeline:
         self.stage.load_state_dict(state["stage"])
         if self.optimizer is not None and state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        if "dfa_output" in state and self.output is not None:
+        if "dfa_output" in state:
             self.output.load_state_dict(state["dfa_output"])

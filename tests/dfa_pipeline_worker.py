@@ -7,7 +7,9 @@ model with ``DFAPipeline`` and saves: the
 gradients of one step without an optimizer, the stage's weights after STEPS optimizer steps,
 and the weights after RESUMED more steps, once straight on and once from a checkpoint loaded
 into a freshly built (differently initialised) model. Then, with FAIL set, the last rank raises
-inside its loss in the middle of a step and every rank records what it saw.
+inside its loss in the middle of a step and every rank records what it saw; before that, in a
+pair group of its own, rank 1 stalls for HANG_S in its loss and rank 0 must give up after its
+SHORT_TIMEOUT_S.
 
 Usage: python dfa_pipeline_worker.py RANK WORLD_SIZE INIT_FILE OUT_DIR  (WORLD_SIZE even)
 """
@@ -28,6 +30,7 @@ from fastcredit.distributed import DFAPipeline, StageFailure, split_by_blocks
 
 BATCH, MICRO_BATCHES, STEPS, RESUMED = 12, 3, 2, 2
 TIMEOUT_S = 20  # the per-message limit: a lost peer is normally seen at once (socket closed)
+HANG_S, SHORT_TIMEOUT_S = 2.5, 1.0  # a peer alive but stalled is seen only at the timeout
 CASES = {
     # default seeded feedback, launay2019 normalisation; "sign" needs the output sent too
     "mlp": {},
@@ -35,11 +38,21 @@ CASES = {
     # one shared matrix normalised by D_max: needs every stage's widths (the geometry)
     "conv": {"preset": "tinydfa"},
 }
+BY_HAND = "by_hand"  # DFALinear blocks and a DFAOutput built by hand, cut by hand (2 stages)
+
+
+def stages_of(case: str, world: int, init_seed: int = 0) -> list[nn.Sequential]:
+    model = build(case, init_seed)
+    return [model[:2], model[2:]] if case == BY_HAND else split_by_blocks(model, world)
 
 
 def build(case: str, init_seed: int = 0) -> nn.Module:
     """The float64 model every rank builds in full; convert's seed fixes the feedback."""
     torch.manual_seed(init_seed)
+    if case == BY_HAND:
+        hidden = [fastcredit.nn.DFALinear(10, 16, "tanh"), fastcredit.nn.DFALinear(16, 12, "relu")]
+        output = fastcredit.nn.DFAOutput(hidden, 4, seed=17 + init_seed)
+        return nn.Sequential(*hidden, nn.Linear(12, 4), output).double()
     if case.startswith("mlp"):
         net = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(),
                             nn.Linear(12, 9), nn.Tanh(), nn.Linear(9, 4))
@@ -53,7 +66,7 @@ def build(case: str, init_seed: int = 0) -> nn.Module:
 
 def batch(case: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(100 + step)
-    shape = (BATCH, 10) if case.startswith("mlp") else (BATCH, 2, 6, 6)
+    shape = (BATCH, 2, 6, 6) if case == "conv" else (BATCH, 10)
     x = torch.randn(shape, dtype=torch.float64, generator=generator)
     return x, torch.randint(0, 4, (BATCH,), generator=generator)
 
@@ -75,7 +88,7 @@ def weights(stage: nn.Module) -> dict:
 
 def check_case(case: str, group, out_dir: Path) -> dict:
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    stage = split_by_blocks(build(case), world)[rank]
+    stage = stages_of(case, world)[rank]
     loss = F.cross_entropy
     options = {"loss_fn": loss, "group": group, "timeout": TIMEOUT_S}
     run(DFAPipeline(stage, **options), case, range(1))
@@ -89,7 +102,7 @@ def check_case(case: str, group, out_dir: Path) -> dict:
     run(pipe, case, range(STEPS, STEPS + RESUMED))
     straight_on = weights(stage)
     # Resume into a model built from other weights and another feedback seed.
-    fresh = split_by_blocks(build(case, init_seed=1), world)[rank]
+    fresh = stages_of(case, world, init_seed=1)[rank]
     resumed = DFAPipeline(fresh, optimizer=optimizer(fresh.parameters()), **options)
     resumed.load_state_dict(torch.load(checkpoint))
     run(resumed, case, range(STEPS, STEPS + RESUMED))
@@ -117,15 +130,36 @@ def fail_mid_step(rank: int, world: int) -> str:
     return "no error"
 
 
+def stall_mid_step(rank: int, group) -> str:
+    """In ``group`` (ranks 0 and 1), rank 1 stalls in its first loss; rank 0 must time out."""
+    if rank > 1:
+        return "not in the pair"
+    stage = split_by_blocks(build("mlp"), 2)[rank]
+
+    def loss(output, target):
+        time.sleep(HANG_S)
+        return F.cross_entropy(output, target)
+
+    pipe = DFAPipeline(stage, loss_fn=loss, group=group, timeout=SHORT_TIMEOUT_S)
+    start = time.monotonic()
+    try:
+        run(pipe, "mlp", range(1))
+    except StageFailure as err:
+        return f"StageFailure after {time.monotonic() - start:.1f} s: {err}"
+    return "no error"
+
+
 def main(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=60))
     pairs = [dist.new_group([r, r + 1]) for r in range(0, world, 2)]
+    stall_group = dist.new_group([0, 1])
     out = Path(out_dir)
-    results = {stages: {case: check_case(case, group, out) for case in CASES}
-               for stages, group in ((2, pairs[rank // 2]), (world, None))}
+    results = {2: {case: check_case(case, pairs[rank // 2], out) for case in [*CASES, BY_HAND]},
+               world: {case: check_case(case, None, out) for case in CASES}}
     torch.save(results, out / f"rank{rank}.pt")
+    (out / f"stall{rank}.txt").write_text(stall_mid_step(rank, stall_group))
     (out / f"failure{rank}.txt").write_text(fail_mid_step(rank, world))
 
 

@@ -1,12 +1,15 @@
 """Model-parallel DFA (fastcredit.distributed): 2 and 4 gloo ranks on loopback, one stage each.
 
 One job runs tests/dfa_pipeline_worker.py once per rank (one 4-rank process group shared by
-every check: two 2-stage pipelines in subgroups, then a 4-stage one) and the checks here compare what the ranks saved against single-process DFA on the
-whole model with the same micro-batches: the gradients of one step and the weights after a
-few SGD steps, in float64; a checkpoint resumed into a freshly built model continues bit for
-bit; and when the last rank raises mid-step, every other rank stops with StageFailure instead
-of waiting for its error signal. The match with one process is to float64 rounding, not
-bitwise: a stage's shared-feedback projection may be computed over fewer columns.
+every check: two 2-stage pipelines in subgroups, then a 4-stage one), and the checks here
+compare what the ranks saved against single-process DFA on the whole model with the same
+micro-batches: the gradients of one step and the weights after a few SGD steps, in float64,
+for converted models split by split_by_blocks and for a model built and cut by hand; a
+checkpoint resumed into a freshly built model continues bit for bit; when the last rank
+raises mid-step, every other rank stops with StageFailure instead of waiting for its error
+signal, and a rank that stalls makes its peer fail at its timeout. The match with one
+process is to float64 rounding, not bitwise: a stage's shared-feedback projection may be
+computed over fewer columns.
 """
 
 import os
@@ -60,7 +63,8 @@ def job(tmp_path_factory):
         assert path.exists(), f"rank {rank} saved nothing:\n{logs[rank]}"
         results.append(torch.load(path))
     failures = [(out / f"failure{rank}.txt").read_text() for rank in range(WORLD)]
-    return results, failures
+    stalls = [(out / f"stall{rank}.txt").read_text() for rank in range(2)]
+    return results, failures, stalls
 
 
 def single_process(case: str):
@@ -97,8 +101,9 @@ def merged(results: list[dict], case: str, what: str) -> dict:
     return whole
 
 
-@pytest.mark.parametrize("stages", sorted(PIPELINES))
-@pytest.mark.parametrize("case", list(worker.CASES))
+@pytest.mark.parametrize("case,stages", [(case, stages) for case in worker.CASES
+                                         for stages in sorted(PIPELINES)]
+                         + [(worker.BY_HAND, 2)])
 def test_pipeline_equals_single_process_dfa(job, case, stages):
     want = single_process(case)
     for ranks in PIPELINES[stages]:
@@ -122,9 +127,9 @@ def check_pipeline(results: list[dict], case: str, want: dict) -> None:
     assert all(result[case]["grads"] for result in results)
 
 
-@pytest.mark.parametrize("case", list(worker.CASES))
+@pytest.mark.parametrize("case", [*worker.CASES, worker.BY_HAND])
 def test_checkpoint_resumes_each_stage_bit_for_bit(job, case):
-    for result in (r[stages] for r in job[0] for stages in PIPELINES):
+    for result in (r[stages] for r in job[0] for stages in PIPELINES if case in r[stages]):
         straight_on, resumed = result[case]["straight_on"], result[case]["resumed"]
         assert straight_on.keys() == resumed.keys()
         for key in straight_on:
@@ -142,6 +147,14 @@ def test_a_rank_failing_mid_step_stops_every_rank_with_a_clear_error(job):
             failures[rank]
         seconds = float(failures[rank].split()[2])
         assert seconds < worker.TIMEOUT_S  # seen when the peer went away, not at a timeout
+
+
+def test_a_stalled_rank_makes_its_peers_fail_at_their_timeout(job):
+    stalled = job[2][0]
+    assert stalled.startswith("StageFailure after"), stalled
+    assert "stage 0: receiving the output error with stage 1" in stalled
+    seconds = float(stalled.split()[2])
+    assert worker.SHORT_TIMEOUT_S - 0.2 <= seconds < worker.HANG_S
 
 
 def test_split_by_blocks_cuts_at_points_and_refuses_what_it_cannot_split():
