@@ -285,7 +285,13 @@ class DFAPipeline:
             if self.index == 0:
                 x, widths = chunks[m], torch.zeros(0, 2, dtype=torch.int64)
             else:
-                x = self._receive(self.index - 1, _ACTIVATION, "an activation")
+                # Forwards come first (the stages below wait for them); errors that have
+                # arrived are fed while the next activation is on its way.
+                incoming = self._post_header(self.index - 1, _ACTIVATION, "an activation")
+                while fed < m and not incoming[1].is_completed() and posted[1].is_completed():
+                    posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
+                    fed += 1
+                x = self._receive(self.index - 1, _ACTIVATION, "an activation", incoming)
                 if self._first_step and m == 0:
                     widths = self._receive(self.index - 1, _WIDTHS, "the point widths")
             out, tape = self._forward(x)
@@ -298,10 +304,6 @@ class DFAPipeline:
                 widths = torch.cat([widths, self._widths(tape)])
                 sends += self._send(widths, self.index + 1, _WIDTHS)
             tapes.append(tape)
-            # Feed every micro-batch whose error has already arrived, without blocking.
-            while fed <= m and posted[1].is_completed():
-                posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
-                fed += 1
         while fed < micro_batches:
             posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
             fed += 1
