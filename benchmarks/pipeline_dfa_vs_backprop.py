@@ -8,7 +8,7 @@ thread's CPU time (thread_time); idle = wall - CPU, the time the stage waited fo
 (on a loaded machine it also holds the time the thread was descheduled). The schedules run in
 interleaved rounds so that a change of load hits all of them alike; the table gives medians.
 
-Run: python benchmarks/pipeline_dfa_vs_backprop.py [--steps 10] [--rounds 3] [--json PATH]
+Run: python benchmarks/pipeline_dfa_vs_backprop.py [--steps 6] [--rounds 6] [--json PATH]
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def worker(rank: int, init_file: str, steps: int, rounds: int, out: str) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10, help="steps per schedule per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--steps", type=int, default=6, help="steps per schedule per round")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--json", help="write the summary here")
     args = parser.parse_args()
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")

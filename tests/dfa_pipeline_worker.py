@@ -121,7 +121,11 @@ def fail_mid_step(rank: int, world: int) -> str:
             raise RuntimeError("injected failure in the last stage's loss")
         return F.cross_entropy(output, target)
 
-    pipe = DFAPipeline(stage, loss_fn=loss, timeout=TIMEOUT_S)
+    return one_failing_step(DFAPipeline(stage, loss_fn=loss, timeout=TIMEOUT_S))
+
+
+def one_failing_step(pipe: DFAPipeline) -> str:
+    """Run one step; what this rank saw: StageFailure and when, or no error."""
     start = time.monotonic()
     try:
         run(pipe, "mlp", range(1))
@@ -140,13 +144,8 @@ def stall_mid_step(rank: int, group) -> str:
         time.sleep(HANG_S)
         return F.cross_entropy(output, target)
 
-    pipe = DFAPipeline(stage, loss_fn=loss, group=group, timeout=SHORT_TIMEOUT_S)
-    start = time.monotonic()
-    try:
-        run(pipe, "mlp", range(1))
-    except StageFailure as err:
-        return f"StageFailure after {time.monotonic() - start:.1f} s: {err}"
-    return "no error"
+    return one_failing_step(DFAPipeline(stage, loss_fn=loss, group=group,
+                                        timeout=SHORT_TIMEOUT_S))
 
 
 def main(rank: int, world: int, init_file: str, out_dir: str) -> None:
