@@ -4,9 +4,11 @@ Why DFA pipelines well (Launay et al. 2020): a hidden block's update needs only 
 error ``e`` and its own feedback matrix ``B_l``, never the gradient of the block above. So,
 per micro-batch, activations flow forward rank to rank as in any pipeline, the last rank
 computes the loss and ``e = dL/d(output)`` and sends ``e`` (``[rows, C]``, small) to every
-other stage, and each stage computes its own weight gradients at once from ``e`` and the
-activations it kept. There is no backward wave: no stage waits for a gradient from the stage
-above, and a stage steps its optimizer as soon as the last micro-batch's ``e`` has reached it.
+other stage, and each stage computes its own weight gradients from ``e`` and the activations
+it kept as soon as it is free: forwards keep priority (the stages below wait for them), so a
+stage feeds the errors that have arrived while its next activation is on its way, and the
+rest after its last forward. There is no backward wave: no stage waits for a gradient from
+the stage above, and a stage steps its optimizer once its last micro-batch is fed.
 
 No feedback matrix travels: every rank builds the whole converted model (same seed) and so
 holds the model's :class:`~fastcredit.nn.DFAOutput`; a stage regenerates its points' ``B_l``
@@ -18,7 +20,8 @@ calls the very same :class:`DFAOutput` code on its own records with the received
 the gradients equal those of single-process DFA on the whole model with the same
 micro-batches (tests/test_distributed.py checks this in float64 on 2 and 4 gloo ranks).
 
-Messages (point to point, any ``torch.distributed`` backend; tags keep them apart):
+Messages (point to point on ``torch.distributed``, tested on gloo; each kind has its tag and
+is received in the order it is sent, as backends without tags need):
 activations ``r -> r+1``; ``e`` (and, for ``signal="sign"``, the output it was computed
 from) ``last -> r`` for every other stage; each is preceded by a 10-integer shape header.
 
