@@ -32,7 +32,7 @@ import fastcredit
 from fastcredit.distributed import DFAPipeline, split_by_blocks
 
 WIDTH, DEPTH, CLASSES, BATCH, MICRO_BATCHES, STAGES = 1024, 5, 10, 256, 8, 2
-SCHEDULES = ("dfa", "gpipe", "1f1b")
+SCHEDULES = ("dfa", "dfa_static", "gpipe", "1f1b")  # dfa_static: static_shapes=True
 
 
 def network() -> nn.Sequential:
@@ -47,9 +47,10 @@ def stage_of(schedule: str, rank: int):
     """This rank's stepping function for ``schedule``: step(x, y)."""
     dfa_model = fastcredit.convert(network(), "dfa", seed=1)
     dfa_stage = split_by_blocks(dfa_model, STAGES)[rank]
-    if schedule == "dfa":
+    if schedule.startswith("dfa"):
         optimizer = torch.optim.SGD(dfa_stage.parameters(), lr=0.01)
-        pipe = DFAPipeline(dfa_stage, loss_fn=F.cross_entropy, optimizer=optimizer)
+        pipe = DFAPipeline(dfa_stage, loss_fn=F.cross_entropy, optimizer=optimizer,
+                           static_shapes=schedule == "dfa_static")
         return lambda x, y: pipe.step(x, y, micro_batches=MICRO_BATCHES)
     # The same layers, the same cut, trained by backprop.
     plain = network()
@@ -117,7 +118,7 @@ def main() -> None:
                "schedules": {}}
     print(f"MLP 784-{WIDTH}x{DEPTH}-{CLASSES}, batch {BATCH} in {MICRO_BATCHES} micro-batches, "
           f"{STAGES} stages x 1 thread, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'schedule':8} {'step ms':>8} " + " ".join(
+    print(f"{'schedule':10} {'step ms':>8} " + " ".join(
         f"{'busy' + str(r) + ' ms':>9} {'idle' + str(r) + ' ms':>9}" for r in range(STAGES)))
     for s in SCHEDULES:
         # a step takes as long as its slowest rank
@@ -127,7 +128,7 @@ def main() -> None:
             row[f"busy{r}_ms"] = 1e3 * statistics.median(c for _, c in rank[s])
             row[f"idle{r}_ms"] = 1e3 * statistics.median(w - c for w, c in rank[s])
         summary["schedules"][s] = row
-        print(f"{s:8} {row['step_ms']:8.1f} " + " ".join(
+        print(f"{s:10} {row['step_ms']:8.1f} " + " ".join(
             f"{row[f'busy{r}_ms']:9.1f} {row[f'idle{r}_ms']:9.1f}" for r in range(STAGES)))
     if args.json:
         with open(args.json, "w") as f:

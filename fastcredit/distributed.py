@@ -23,7 +23,8 @@ micro-batches (tests/test_distributed.py checks this in float64 on 2 and 4 gloo 
 Messages (point to point on ``torch.distributed``, tested on gloo; each kind has its tag and
 is received in the order it is sent, as backends without tags need):
 activations ``r -> r+1``; ``e`` (and, for ``signal="sign"``, the output it was computed
-from) ``last -> r`` for every other stage; each is preceded by a 10-integer shape header.
+from) ``last -> r`` for every other stage; each is preceded by a 10-integer shape header
+(with ``static_shapes=True``, in the first step only).
 
 The step's loss is the mean of the micro-batches' losses (each micro-batch's backward gets
 ``loss_m / micro_batches``), as ``torch.distributed.pipelining`` scales by default.
@@ -119,6 +120,11 @@ class DFAPipeline:
             the CPU).
         timeout: seconds to wait for any one message before raising :class:`StageFailure`
             (default: the process group's timeout).
+        static_shapes: False (default): every message carries its shape (a 10-integer
+            header, received first). True: shapes travel in the first step only and every
+            later step must send the same shapes (the same batch size and micro-batches),
+            else the sending stage raises ValueError; each message is then one receive
+            instead of two (see benchmarks/NOTES.md, "Model-parallel DFA").
 
     Raises:
         ValueError: a group of one rank, a stage without the DFA points or output described
@@ -128,7 +134,7 @@ class DFAPipeline:
     def __init__(self, stage: nn.Module, *, loss_fn: Callable | None = None,
                  optimizer: torch.optim.Optimizer | None = None,
                  group: dist.ProcessGroup | None = None, device: torch.device | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, static_shapes: bool = False) -> None:
         self.stage = stage
         self.loss_fn = loss_fn
         self.optimizer = optimizer
@@ -144,6 +150,8 @@ class DFAPipeline:
             device = torch.device("cpu") if first is None else first.device
         self.device = torch.device(device)
         self.timeout = None if timeout is None else timedelta(seconds=timeout)
+        self.static_shapes = bool(static_shapes)
+        self._shapes: dict[tuple, tuple] = {}  # (tag, peer, micro-batch) -> (dtype, shape)
         owners = {id(p.output): p.output for p in dfa_points(stage)}
         held = {id(m): m for m in stage.modules() if isinstance(m, DFAOutput)}
         owners.update(held)
@@ -192,30 +200,56 @@ class DFAPipeline:
             else:
                 work.wait(self.timeout)
 
-    def _send(self, tensor: torch.Tensor, to: int, tag: int) -> list:
+    def _shape_known(self, m: int | None) -> bool:
+        """Whether micro-batch ``m``'s message of a kind travels without its header."""
+        return self.static_shapes and m is not None and not self._first_step
+
+    def _send(self, tensor: torch.Tensor, to: int, tag: int, m: int | None = None) -> list:
         data = tensor.detach().contiguous()
-        header = torch.zeros(_HEADER, dtype=torch.int64)
-        header[0], header[1] = _DTYPES.index(data.dtype), data.dim()
-        header[2:2 + data.dim()] = torch.tensor(data.shape, dtype=torch.int64)
-        header = header.to(self.device)
+        key, shape = (tag, to, m), (data.dtype, tuple(data.shape))
+        parts = [data]
+        if self._shape_known(m):
+            if self._shapes[key] != shape:
+                raise ValueError(
+                    f"static_shapes: stage {self.index} would send micro-batch {m}'s message "
+                    f"(tag {tag}) as {shape}, but the first step fixed {self._shapes[key]}; "
+                    "keep the batch size and micro-batches, or build a new DFAPipeline")
+        else:
+            header = torch.zeros(_HEADER, dtype=torch.int64)
+            header[0], header[1] = _DTYPES.index(data.dtype), data.dim()
+            header[2:2 + data.dim()] = torch.tensor(data.shape, dtype=torch.int64)
+            parts.insert(0, header.to(self.device))
+            if self.static_shapes and m is not None:
+                self._shapes[key] = shape
         with self._talking(to, "sending"):
             return [(dist.isend(t, group=self.group, tag=tag, dst=self._peer(to)), to)
-                    for t in (header, data)]
+                    for t in parts]
 
     def _irecv(self, tensor: torch.Tensor, source: int, tag: int, what: str):
         with self._talking(source, f"receiving {what}"):
             return dist.irecv(tensor, group=self.group, tag=tag, src=self._peer(source))
 
-    def _post_header(self, source: int, tag: int, what: str):
+    def _post(self, source: int, tag: int, what: str, m: int | None = None):
+        """Post the receive of a message's first part: its data if the shape is known, else
+        its header. Returns (buffer, work, whether the buffer is the data)."""
+        if self._shape_known(m):
+            dtype, shape = self._shapes[(tag, source, m)]
+            data = torch.empty(shape, dtype=dtype, device=self.device)
+            return data, self._irecv(data, source, tag, what), True
         header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
-        return header, self._irecv(header, source, tag, what)
+        return header, self._irecv(header, source, tag, what), False
 
-    def _receive(self, source: int, tag: int, what: str, posted=None) -> torch.Tensor:
-        header, work = posted or self._post_header(source, tag, what)
+    def _receive(self, source: int, tag: int, what: str, posted=None,
+                 m: int | None = None) -> torch.Tensor:
+        first, work, is_data = posted or self._post(source, tag, what, m)
         self._wait(work, source, f"receiving {what}")
-        code, ndim, *dims = header.tolist()
+        if is_data:
+            return first
+        code, ndim, *dims = first.tolist()
         data = torch.empty(dims[:ndim], dtype=_DTYPES[code], device=self.device)
         self._wait(self._irecv(data, source, tag, what), source, f"receiving {what}")
+        if self.static_shapes and m is not None:
+            self._shapes[(tag, source, m)] = (data.dtype, tuple(data.shape))
         return data
 
     # ---- a step --------------------------------------------------------------------------
@@ -282,7 +316,7 @@ class DFAPipeline:
     def _run_hidden(self, chunks, micro_batches: int) -> list:
         sends, tapes = [], deque()
         last = self.num_stages - 1
-        posted = self._post_header(last, _ERROR, "the output error")
+        posted = self._post(last, _ERROR, "the output error", 0)
         fed = 0
         for m in range(micro_batches):
             if self.index == 0:
@@ -290,11 +324,11 @@ class DFAPipeline:
             else:
                 # Forwards come first (the stages below wait for them); errors that have
                 # arrived are fed while the next activation is on its way.
-                incoming = self._post_header(self.index - 1, _ACTIVATION, "an activation")
+                incoming = self._post(self.index - 1, _ACTIVATION, "an activation", m)
                 while fed < m and not incoming[1].is_completed() and posted[1].is_completed():
                     posted = self._feed(tapes.popleft(), posted, fed, micro_batches)
                     fed += 1
-                x = self._receive(self.index - 1, _ACTIVATION, "an activation", incoming)
+                x = self._receive(self.index - 1, _ACTIVATION, "an activation", incoming, m)
                 if self._first_step and m == 0:
                     widths = self._receive(self.index - 1, _WIDTHS, "the point widths")
             out, tape = self._forward(x)
@@ -302,7 +336,7 @@ class DFAPipeline:
                 raise ValueError(
                     f"stage {self.index}'s output requires grad: layers after its last DFA "
                     "point would get no gradient (end every stage but the last at a point)")
-            sends += self._send(out, self.index + 1, _ACTIVATION)
+            sends += self._send(out, self.index + 1, _ACTIVATION, m)
             if self._first_step and m == 0:
                 widths = torch.cat([widths, self._widths(tape)])
                 sends += self._send(widths, self.index + 1, _WIDTHS)
@@ -316,16 +350,16 @@ class DFAPipeline:
         """Receive micro-batch ``m``'s error and deliver it to this stage's records; returns
         the posted receive of the next error's header."""
         last = self.num_stages - 1
-        e = self._receive(last, _ERROR, "the output error", posted)
+        e = self._receive(last, _ERROR, "the output error", posted, m)
         output = None
         if self.output.signal != "error":
-            output = self._receive(last, _OUTPUT, "the output")
+            output = self._receive(last, _OUTPUT, "the output", m=m)
         if self._first_step and m == 0:
             geometry = self._receive(last, _GEOMETRY, "the DFA geometry").tolist()
             self.output.seed.fill_(geometry[0])
             self.output.point_features.copy_(torch.tensor(geometry[1:]))
         if m + 1 < micro_batches:
-            posted = self._post_header(last, _ERROR, "the output error")
+            posted = self._post(last, _ERROR, "the output error", m + 1)
         if tape:
             # The output's own code makes the feedback, from a stand-in for the output
             # (its values matter only to the "sign" signal's scale).
@@ -338,7 +372,7 @@ class DFAPipeline:
         output = self.output
         sends, total = [], None
         for m in range(micro_batches):
-            x = self._receive(self.index - 1, _ACTIVATION, "an activation")
+            x = self._receive(self.index - 1, _ACTIVATION, "an activation", m=m)
             if self._first_step and m == 0:
                 for i, d in self._receive(self.index - 1, _WIDTHS, "the point widths").tolist():
                     output.point_features[i] = d
@@ -354,9 +388,9 @@ class DFAPipeline:
             loss = self.loss_fn(out, targets[m]) / micro_batches
             (e,) = torch.autograd.grad(loss, out, retain_graph=True)
             for r in range(self.index):
-                sends += self._send(e, r, _ERROR)
+                sends += self._send(e, r, _ERROR, m)
                 if output.signal != "error":
-                    sends += self._send(out, r, _OUTPUT)
+                    sends += self._send(out, r, _OUTPUT, m)
                 if self._first_step and m == 0:
                     geometry = torch.cat([output.seed.reshape(1).cpu(),
                                           output.point_features.cpu()])

@@ -28,7 +28,7 @@ from torch import nn
 import fastcredit
 from fastcredit.distributed import DFAPipeline, StageFailure, split_by_blocks
 
-BATCH, MICRO_BATCHES, STEPS, RESUMED = 12, 3, 2, 2
+BATCH, MICRO_BATCHES, STEPS, RESUMED = 13, 3, 2, 2  # micro-batches of 5, 4 and 4 rows
 TIMEOUT_S = 20  # the per-message limit: a lost peer is normally seen at once (socket closed)
 HANG_S, SHORT_TIMEOUT_S = 2.5, 1.0  # a peer alive but stalled is seen only at the timeout
 CASES = {
@@ -37,7 +37,10 @@ CASES = {
     "mlp_sign_stored": {"signal": "sign", "feedback": "stored"},
     # one shared matrix normalised by D_max: needs every stage's widths (the geometry)
     "conv": {"preset": "tinydfa"},
+    # shapes sent in the first step only (kept per micro-batch: they differ)
+    "mlp_static": {},
 }
+PIPELINE_OPTIONS = {"mlp_static": {"static_shapes": True}}
 BY_HAND = "by_hand"  # DFALinear blocks and a DFAOutput built by hand, cut by hand (2 stages)
 
 
@@ -75,11 +78,29 @@ def optimizer(parameters):
     return torch.optim.SGD(parameters, lr=0.2, momentum=0.9)
 
 
-def run(pipe: DFAPipeline, case: str, steps: range) -> None:
+SENT = [0]  # messages (isend calls) this rank posted
+
+
+def _counted(isend):
+    def counting(*args, **kwargs):
+        SENT[0] += 1
+        return isend(*args, **kwargs)
+    return counting
+
+
+dist.isend = _counted(dist.isend)
+
+
+def run(pipe: DFAPipeline, case: str, steps: range) -> list[int]:
+    """Train ``steps``; returns the number of messages this rank sent in each."""
+    sent = []
     for step in steps:
         x, y = batch(case, step)
+        before = SENT[0]
         pipe.step(x if pipe.index == 0 else None, y if pipe.is_last else None,
                   micro_batches=MICRO_BATCHES)
+        sent.append(SENT[0] - before)
+    return sent
 
 
 def weights(stage: nn.Module) -> dict:
@@ -90,12 +111,13 @@ def check_case(case: str, group, out_dir: Path) -> dict:
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     stage = stages_of(case, world)[rank]
     loss = F.cross_entropy
-    options = {"loss_fn": loss, "group": group, "timeout": TIMEOUT_S}
+    options = {"loss_fn": loss, "group": group, "timeout": TIMEOUT_S,
+               **PIPELINE_OPTIONS.get(case, {})}
     run(DFAPipeline(stage, **options), case, range(1))
     grads = {k: p.grad.clone() for k, p in stage.named_parameters()}
     stage.zero_grad(set_to_none=True)
     pipe = DFAPipeline(stage, optimizer=optimizer(stage.parameters()), **options)
-    run(pipe, case, range(STEPS))
+    messages = run(pipe, case, range(STEPS))
     trained = weights(stage)
     checkpoint = out_dir / f"{case}_{world}stages_rank{dist.get_rank()}.pt"
     torch.save(pipe.state_dict(), checkpoint)
@@ -107,7 +129,7 @@ def check_case(case: str, group, out_dir: Path) -> dict:
     resumed.load_state_dict(torch.load(checkpoint))
     run(resumed, case, range(STEPS, STEPS + RESUMED))
     return {"grads": grads, "trained": trained, "straight_on": straight_on,
-            "resumed": weights(fresh)}
+            "resumed": weights(fresh), "messages": messages}
 
 
 def fail_mid_step(rank: int, world: int) -> str:

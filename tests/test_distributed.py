@@ -4,7 +4,8 @@ One job runs tests/dfa_pipeline_worker.py once per rank (one 4-rank process grou
 every check: two 2-stage pipelines in subgroups, then a 4-stage one), and the checks here
 compare what the ranks saved against single-process DFA on the whole model with the same
 micro-batches: the gradients of one step and the weights after a few SGD steps, in float64,
-for converted models split by split_by_blocks and for a model built and cut by hand; a
+for converted models split by split_by_blocks (also with static_shapes, which must halve
+the messages after the first step) and for a model built and cut by hand; a
 checkpoint resumed into a freshly built model continues bit for bit; when the last rank
 raises mid-step, every other rank stops with StageFailure instead of waiting for its error
 signal, and a rank that stalls makes its peer fail at its timeout. The match with one
@@ -147,6 +148,14 @@ def test_a_rank_failing_mid_step_stops_every_rank_with_a_clear_error(job):
             failures[rank]
         seconds = float(failures[rank].split()[2])
         assert seconds < worker.TIMEOUT_S  # seen when the peer went away, not at a timeout
+
+
+def test_static_shapes_send_headers_in_the_first_step_only(job):
+    for result in (r[stages] for r in job[0] for stages in PIPELINES):
+        headers, static = result["mlp"]["messages"], result["mlp_static"]["messages"]
+        # every message is a header and its data; the first step also sends the geometry
+        assert static[0] == headers[0] > headers[1] > 0
+        assert 2 * static[1] == headers[1]
 
 
 def test_a_stalled_rank_makes_its_peers_fail_at_their_timeout(job):
