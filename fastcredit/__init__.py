@@ -78,7 +78,8 @@ def build_info() -> dict:
 
 
 # Modules reached as attributes but imported only on first use; the app's old homes warn.
-_LAZY = {"reference": "fastcredit.reference", "app": "fastcredit.app"}
+_LAZY = {"reference": "fastcredit.reference", "app": "fastcredit.app",
+         "distributed": "fastcredit.distributed"}
 _MOVED = {name: f"fastcredit.app.{name}" for name in ("bench", "cli", "data", "reproduce", "train")}
 
 
