@@ -64,7 +64,7 @@ OP_CASES = [
     ("fill-scale-float32",
      lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), 1, dist="normal32", scale=1e39),
      RuntimeError, "feedback_fill_: scale must be within float32's range for dist 'normal32', "
-     "got 1e\+39"),
+     r"got 1e\+39"),
     ("fill-scale", lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), 1, scale=NAN),
      RuntimeError, "feedback_fill_: scale must be finite, got nan"),
     ("fill-seed-negative", lambda b: _op(b, "feedback_fill_")(torch.empty(2, 2), -1),
