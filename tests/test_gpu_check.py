@@ -12,6 +12,8 @@ import pytest
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+if not (ROOT / "benchmarks" / "gpu_check.py").exists():  # an sdist ships no benchmarks/
+    pytest.skip("benchmarks/ is not part of this tree", allow_module_level=True)
 
 
 def _gpu_check():
