@@ -20,6 +20,14 @@ then
   exit 0
 fi
 cd "$repo"
+# pyproject's SPDX license field needs setuptools >= 77 (an older one rejects the metadata)
+if ! "$py" -c "import sys, setuptools; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)"
+then
+  echo "setuptools >= 77 is needed to build fastcredit (found $("$py" -c \
+    'import setuptools; print(setuptools.__version__)')): install a newer one (for an offline \
+machine, carry its wheel) and rerun"
+  exit 1
+fi
 status=0
 arch=$("$py" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
 echo "== build (TORCH_CUDA_ARCH_LIST=$arch, $(date +%T))"
