@@ -50,7 +50,7 @@ from ..._spec import DISTS, check_choice, check_seed, derive_seed, seed_as_int64
 from .._host import host_value
 from ..mode import backprop_active
 from .layout import Layout, rows_compatible
-from .point import DFAPoint, as_point
+from .point import as_point
 
 FEEDBACK_MODES = ("seeded", "stored", "shared")
 NORMALIZATIONS = ("launay2019", "tinydfa", "nokland2016", "none")
