@@ -262,15 +262,13 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
         train.train(config, log=lambda *_: None)
 
 
-def test_lra_rejects_conv_models(tmp_path):
-    with pytest.raises(train.TrainingError, match="method 'lra' supports --model mlp only"):
-        train.build_model(train.TrainConfig(method="lra", model="convnet"), (8, 8), 10)
-    # before any method trains
-    result = _cli("train", "--method", "bp", "lra", "--model", "convnet", "--dataset", "digits",
+def test_lenet_on_small_images_is_refused_before_any_method_trains(tmp_path):
+    result = _cli("train", "--method", "bp", "lra", "--model", "lenet", "--dataset", "digits",
                   "--out", str(tmp_path))
     assert result.returncode == 1 and not (tmp_path / "bp").exists()
-    assert result.stderr.strip() == ("fastcredit train: error: method 'lra' supports --model "
-                                     "mlp only (LRA conv blocks are not implemented)")
+    assert result.stderr.strip() == (
+        "fastcredit train: error: --model lenet needs images of at least 16x16, the dataset's "
+        "are (8, 8); use --model mlp, convnet or resnet")
 
 
 def _fashion_mnist_or_skip():
@@ -297,9 +295,9 @@ def test_train_on_real_fashion_mnist_beats_chance(tmp_path, method):
     assert records[-1]["test_accuracy"] > 0.7  # chance is 0.1; bp reaches ~0.8 here
 
 
-@pytest.mark.parametrize("method", ["bp", "fa", "usf", "frsf", "brsf", "kp", "dfa"])
+@pytest.mark.parametrize("method", train.METHODS)
 @pytest.mark.parametrize("model,shape", [("mlp", (8, 8)), ("convnet", (8, 8)),
-                                         ("lenet", (28, 28))])
+                                         ("lenet", (28, 28)), ("resnet", (8, 8))])
 def test_every_model_and_method_builds_and_backpropagates(method, model, shape):
     import torch
 

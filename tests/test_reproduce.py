@@ -62,7 +62,8 @@ def test_lra_null_and_signum_get_hidden_updates_backprop_does_not():
 
 def test_lra_conv_runs_train_hidden_layers_except_the_readout_control():
     runs, dataset = _runs("lra-conv"), _fake_images()
-    for run_id, learns in (("lra-conv", True), ("readout-conv", False), ("bp-conv", True)):
+    for run_id, learns in (("lra-conv", True), ("readout-conv", False), ("bp-conv", True),
+                           ("lra-resnet", True), ("readout-resnet", False), ("bp-resnet", True)):
         model = reproduce.build_model(runs[run_id], dataset)
         grads = _hidden_weight_grads(model, dataset)
         assert any(g is not None and g.abs().sum() > 0 for g in grads) == learns, run_id
@@ -112,6 +113,17 @@ def test_reproduce_command_writes_results(tmp_path):
     table = (out / "results.md").read_text()
     assert "| dfa | dfa | digits | 1 (3) |" in table and "Settings overridden" in table
     assert (out / "lra" / "metrics.json").is_file()
+
+
+def test_epochs_replace_every_runs_schedule_and_are_reported(tmp_path):
+    pytest.importorskip("sklearn")
+    results = reproduce.run("lra-conv", out=tmp_path, only="readout-resnet", dataset="digits",
+                            epochs=2, threads=1, log=lambda *_: None)
+    (row,) = results["runs"]
+    assert row["epochs"] == 2 and row["steps"] == 2 * 29  # ceil(1437 / 50) steps per epoch
+    assert results["configs"]["readout-resnet"]["epochs"] == 2
+    assert "Settings overridden** (dataset = digits, epochs = 2)" in (
+        tmp_path / "results.md").read_text()
 
 
 def test_reproduce_rejects_an_unknown_run_filter_with_one_line():

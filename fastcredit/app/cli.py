@@ -141,7 +141,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     return _guarded("reproduce", lambda: reproduce.run(
         args.name, full=args.full, out=args.out, data_dir=args.data_dir, download=args.download,
         threads=args.threads, seed=args.seed, only=args.only, dataset=args.dataset,
-        max_steps=args.max_steps, progress=not args.no_progress, command=command))
+        max_steps=args.max_steps, epochs=args.epochs, progress=not args.no_progress,
+        command=command))
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -261,6 +262,9 @@ def _parser() -> _Parser:
     again.add_argument("--dataset", choices=data.DATASETS, default=None,
                        help="replace every run's dataset: no longer the published experiment "
                             "(default: each run's own)")
+    again.add_argument("--epochs", type=_positive_int, default=None,
+                       help="replace every run's number of epochs: a schedule between the short "
+                            "and the published one (default: each run's own)")
     again.add_argument("--max-steps", type=_positive_int, default=None,
                        help="stop every run after this many steps, for smoke tests (default: "
                             "no limit)")

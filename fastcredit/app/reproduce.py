@@ -23,7 +23,7 @@ from .. import diagnostics
 from ..convert import convert
 from ..nn import LRA, Bottleneck, backprop
 from . import data as datasets
-from . import train
+from . import models, train
 from .train import TrainConfig
 
 Builder = Callable[[TrainConfig, datasets.Dataset], nn.Module]
@@ -156,14 +156,12 @@ def _signal(row: dict, module: str) -> str:
 LRA_WIDTHS = (256, 256, 256)  # hidden layers of the authors' TF1 MNIST / Fashion-MNIST script
 
 
-def _freeze_all_but_head(model: nn.Module) -> nn.Module:
-    """The readout-only control: only the last block's weight and bias train."""
+def _freeze_all_but_head(model: nn.Module, head: nn.Module | None = None) -> nn.Module:
+    """The readout-only control: only ``head`` (default: the model's last module) trains."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    head = list(model)[-1]
-    for parameter in (head.weight, head.bias):
-        if parameter is not None:
-            parameter.requires_grad_(True)
+    for parameter in (head or list(model)[-1]).parameters():
+        parameter.requires_grad_(True)
     return model
 
 
@@ -220,13 +218,29 @@ def _lra_conv_net(readout: bool = False) -> Builder:
     return build
 
 
+def _lra_resnet(readout: bool = False) -> Builder:
+    """`fastcredit train --model resnet`'s network converted to LRA (BatchNorm stays
+    backprop; each residual add is left as is); the readout control trains only ``fc``."""
+    def build(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
+        model = convert(models.ResNet(dataset.num_classes), "lra", beta=0.1, gamma=1.0)
+        return _freeze_all_but_head(model, model.fc) if readout else model
+
+    return build
+
+
 def _lra_conv_runs(full: bool) -> list[Run]:
     config = TrainConfig(method="lra", model="convnet", dataset="fashion-mnist",
                          optimizer="adam", lr=1e-3, batch_size=50, epochs=20 if full else 1)
+    resnet = replace(config, model="resnet")
     return [Run("lra-conv", config, build=_lra_conv_net(), info={"role": "LRA"}),
             Run("readout-conv", config, build=_lra_conv_net(readout=True),
                 info={"role": "control: hidden layers frozen"}),
             Run("bp-conv", replace(config, method="bp"), build=_lra_conv_net(), backprop=True,
+                info={"role": "control: backprop, same net"}),
+            Run("lra-resnet", resnet, build=_lra_resnet(), info={"role": "LRA"}),
+            Run("readout-resnet", resnet, build=_lra_resnet(readout=True),
+                info={"role": "control: hidden layers frozen"}),
+            Run("bp-resnet", replace(resnet, method="bp"), build=_lra_resnet(), backprop=True,
                 info={"role": "control: backprop, same net"})]
 
 
@@ -364,24 +378,27 @@ def build_model(spec: Run, dataset: datasets.Dataset, seed: int = 0) -> nn.Modul
 def run(name: str, *, full: bool = False, out: str | Path | None = None,
         data_dir: str | None = None, download: bool = False, threads: int | None = None,
         seed: int = 0, only: str | None = None, dataset: str | None = None,
-        max_steps: int | None = None, progress: bool = False, command: str = "",
+        max_steps: int | None = None, epochs: int | None = None, progress: bool = False,
+        command: str = "",
         log=print) -> dict:
     """Run reproduction ``name``; writes ``out/results.json`` and ``out/results.md`` and
     returns the results. ``only``: run just the runs whose id contains this text;
-    ``dataset`` and ``max_steps`` override every run's (a different experiment from the
-    published one: for smoke tests and machines without the data)."""
+    ``dataset``, ``max_steps`` and ``epochs`` override every run's (a different experiment
+    from the published one: longer runs, smoke tests, machines without the data)."""
     reproduction = REPRODUCTIONS[name]
     out = Path(out or f"reproduce-{name}")
     runs = [r for r in reproduction.runs(full) if only is None or only in r.id]
     if not runs:
         raise ValueError(f"only={only!r} matches no run of {name}")
     loaded: dict[str, datasets.Dataset] = {}
-    rows = []
+    rows, configs = [], {}
     for spec in runs:
         config = replace(spec.config, out=str(out / spec.id), data_dir=data_dir,
                          download=download, threads=threads, seed=seed, progress=progress,
                          dataset=dataset or spec.config.dataset,
-                         max_steps=max_steps or spec.config.max_steps)
+                         max_steps=max_steps or spec.config.max_steps,
+                         epochs=epochs or spec.config.epochs)
+        configs[spec.id] = _config_dict(config)  # as run, overrides included
         if config.dataset not in loaded:
             loaded[config.dataset] = train.resolve_dataset(config.dataset, data_dir, download)
         data = loaded[config.dataset]
@@ -410,8 +427,8 @@ def run(name: str, *, full: bool = False, out: str | Path | None = None,
         "schedule": "full" if full else "short", "schedule_detail": reproduction.schedule(full),
         "command": command, "threads": threads or torch.get_num_threads(),
         "torch": torch.__version__, "runs": rows,
-        "configs": {spec.id: _config_dict(spec.config) for spec in runs},
-        "overrides": {"dataset": dataset, "max_steps": max_steps},
+        "configs": configs,
+        "overrides": {"dataset": dataset, "max_steps": max_steps, "epochs": epochs},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))

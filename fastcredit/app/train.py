@@ -21,9 +21,9 @@ from .. import diagnostics
 from .._spec import METHODS
 from ..convert import convert
 from . import data as datasets
-from . import report
+from . import models, report
+from .models import MODELS
 
-MODELS = ("mlp", "lenet", "convnet")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 STEP_ROWS = 2000  # steps.csv keeps every step up to this many, an even subsample beyond
 ALIGNMENT_POINTS = 50  # alignment measurements per run when alignment_every is not given
@@ -85,42 +85,17 @@ def resolve_dataset(name: str, data_dir: str | None, download: bool) -> datasets
         return replace(digits, source=f"{digits.source} (fallback: Fashion-MNIST not found)")
 
 
-def check_method_model(method: str, model: str) -> None:
-    """Raises TrainingError for a method that cannot train ``model``."""
-    if method == "lra" and model != "mlp":
-        raise TrainingError("method 'lra' supports --model mlp only (LRA conv blocks are not "
-                            "implemented)")
-
-
 def build_model(config: TrainConfig, input_shape: tuple[int, ...], classes: int) -> nn.Module:
-    """The network for ``config.model``, trained by ``config.method``.
+    """The network for ``config.model`` (see :mod:`fastcredit.app.models`), trained by
+    ``config.method``.
 
     The plain torch network is built first (torch's default initialisation, from torch's
     global generator) and then converted with :func:`fastcredit.convert`, so with the same
     seed every method starts from the same weights and reports the same module paths."""
-    check_method_model(config.method, config.model)
-    features = math.prod(input_shape)
-    if config.model == "mlp":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(features, config.hidden), nn.Tanh(),
-                              nn.Linear(config.hidden, config.hidden), nn.Tanh(),
-                              nn.Linear(config.hidden, classes))
-    elif config.model == "lenet":
-        if input_shape[-1] < 16:
-            raise TrainingError(f"--model lenet needs images of at least 16x16, the dataset's "
-                                f"are {input_shape}; use --model mlp or convnet")
-        side = ((input_shape[-1] + 4 - 4) // 2 - 4) // 2  # conv5 pad 2, pool, conv5, pool
-        model = nn.Sequential(
-            nn.Unflatten(1, (1, input_shape[0])) if len(input_shape) == 2 else nn.Identity(),
-            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(16 * side * side, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(),
-            nn.Linear(84, classes))
-    else:  # convnet: two 3x3 conv blocks and global pooling, for any image size
-        model = nn.Sequential(
-            nn.Unflatten(1, (1, input_shape[0])) if len(input_shape) == 2 else nn.Identity(),
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-            nn.Linear(256, classes))
+    try:
+        model = models.network(config.model, input_shape, classes, config.hidden)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     if config.method == "bp":
         return model
     return convert(model, config.method, **config.method_options)
@@ -380,8 +355,6 @@ def compare(config: TrainConfig, methods: list[str], log=print, command: str = "
     method on the same axes) and ``config.out/summary.md``. Returns {method: RunResult}."""
     if len(set(methods)) != len(methods) or not methods:
         raise ValueError(f"methods must be distinct and at least one, got {methods}")
-    for method in methods:
-        check_method_model(method, config.model)
     if config.threads:
         torch.set_num_threads(config.threads)
     dataset = resolve_dataset(config.dataset, config.data_dir, config.download)
