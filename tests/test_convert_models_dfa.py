@@ -21,6 +21,7 @@ from test_convert_models import (
     _batch,
     _loss,
     _model,
+    three_steps,
 )
 from torch import nn
 
@@ -236,16 +237,7 @@ def test_lra_converts_a_model_of_linear_and_conv_layers_norms_and_embeddings(nam
     torch_layers = [m for m in model.modules() if type(m) in (nn.Linear, nn.Conv2d)]
     assert torch_layers == [] and any(isinstance(m, fastcredit.nn.LRAOutput)
                                       for m in model.modules())
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    tokens, labels = _batch(name)
-    losses = []
-    for _ in range(3):
-        optimizer.zero_grad()
-        loss = _loss(name, model, tokens, labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses) and losses[0] != losses[-1]
+    three_steps(name, model, torch.optim.SGD(model.parameters(), lr=0.05))
 
 
 @pytest.mark.parametrize("name", MODELS)
