@@ -1,10 +1,13 @@
 """convert on the models people train now, built from configs (no downloads): transformers'
-GPT-2 and BERT (skipped when transformers is absent), torch's TransformerEncoder, LSTM and GRU
-classifiers. Every FA-family method trains three steps with a finite loss; the report's
-shares leave nothing but embeddings and normalisation to backprop; B := W reproduces
-backprop's gradients; plain state_dicts load with strict=True and unconvert gives back a
+GPT-2, BERT and ViT (skipped when transformers is absent), torch's TransformerEncoder, a
+TransformerDecoder language model, LSTM and GRU classifiers. Every FA-family method trains
+three steps with a finite loss; the report's shares leave nothing but embeddings (ViT's
+learnt tokens among them) and normalisation to backprop; B := W reproduces backprop's
+gradients; plain state_dicts load with strict=True and unconvert gives back a
 model whose state_dict loads into the original architecture."""
 
+
+import math
 
 import pytest
 import torch
@@ -17,6 +20,10 @@ from fastcredit.nn import FeedbackLayer
 from fastcredit.optim import KolenPollack
 
 VOCAB, TOKENS, CLASSES = 40, 6, 3
+IMAGE, PATCH = 8, 4  # ViT: 4 patches and the class token
+LANGUAGE_MODELS = ("gpt2", "decoder")  # logits [N, T, VOCAB], next-token loss
+# Parameters added to or concatenated with ViT's token sequence: embeddings, like nn.Embedding's
+LEARNT_TOKENS = ("cls_token", "position_embeddings")
 
 
 class EncoderClassifier(nn.Module):
@@ -29,6 +36,25 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, tokens):
         return self.head(self.encoder(self.embed(tokens)).mean(1))
+
+
+class DecoderLM(nn.Module):
+    """A decoder language model: causal self-attention over the tokens, cross-attention to a
+    memory (the reversed tokens, embedded by a table of its own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 16)
+        self.source = nn.Embedding(VOCAB, 16)
+        layer = nn.TransformerDecoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, 2)
+        self.head = nn.Linear(16, VOCAB)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        mask = nn.Transformer.generate_square_subsequent_mask(tokens.shape[1], dtype=x.dtype)
+        memory = self.source(tokens.flip(1))
+        return self.head(self.decoder(x, memory, tgt_mask=mask, tgt_is_causal=True))
 
 
 class RecurrentClassifier(nn.Module):
@@ -57,19 +83,31 @@ def _bert():
     return transformers.BertForSequenceClassification(config)
 
 
+def _vit():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=IMAGE, patch_size=PATCH, num_channels=1,
+                                    hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=32, num_labels=CLASSES)
+    return transformers.ViTForImageClassification(config)
+
+
 MODELS = {
     "gpt2": _gpt2,
     "bert": _bert,
+    "vit": _vit,
     "encoder": EncoderClassifier,
+    "decoder": DecoderLM,
     "lstm": lambda: RecurrentClassifier(nn.LSTM),
     "gru": lambda: RecurrentClassifier(nn.GRU),
 }
 
 
-def _batch():
+def _batch(name=""):
+    """(inputs, labels): token ids, or images [4, 1, IMAGE, IMAGE] for ViT."""
     generator = torch.Generator().manual_seed(0)
-    return (torch.randint(0, VOCAB, (4, TOKENS), generator=generator),
-            torch.randint(0, CLASSES, (4,), generator=generator))
+    inputs = (torch.randn(4, 1, IMAGE, IMAGE, generator=generator) if name == "vit"
+              else torch.randint(0, VOCAB, (4, TOKENS), generator=generator))
+    return inputs, torch.randint(0, CLASSES, (4,), generator=generator)
 
 
 def _loss(name, model, tokens, labels):
@@ -77,12 +115,31 @@ def _loss(name, model, tokens, labels):
         return model(input_ids=tokens, labels=tokens).loss
     if name == "bert":
         return F.cross_entropy(model(input_ids=tokens).logits, labels)
+    if name == "vit":
+        images = tokens.to(next(model.parameters()).dtype)
+        return F.cross_entropy(model(pixel_values=images).logits, labels)
+    if name == "decoder":  # next-token prediction
+        return F.cross_entropy(model(tokens)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
     return F.cross_entropy(model(tokens), labels)
 
 
 def _model(name):
     torch.manual_seed(0)
     return MODELS[name]()
+
+
+def three_steps(name, model, optimizer):
+    """Three training steps on one batch: every loss finite, the last not the first (the
+    parameters moved)."""
+    tokens, labels = _batch(name)
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = _loss(name, model, tokens, labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[0] != losses[-1]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -97,6 +154,8 @@ def test_every_method_trains_and_leaves_only_embeddings_and_norms_to_backprop(na
     assert abs(sum(report.shares.values()) - 1) < 1e-12
     # every weight matrix outside embeddings is in a converted module
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings |= {id(p) for m in model.modules() for n, p in m.named_parameters(recurse=False)
+                   if n in LEARNT_TOKENS}
     fast = {id(p) for m in model.modules() if isinstance(m, (FeedbackLayer,
                                                              *_MULTI)) for p in m.parameters()}
     assert all(id(p) in fast or id(p) in embeddings
@@ -104,16 +163,7 @@ def test_every_method_trains_and_leaves_only_embeddings_and_norms_to_backprop(na
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     if method == "kp":
         optimizer = KolenPollack(optimizer, model)
-    tokens, labels = _batch()
-    losses = []
-    for _ in range(3):
-        optimizer.zero_grad()
-        loss = _loss(name, model, tokens, labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[0] != losses[-1]  # the parameters moved
+    three_steps(name, model, optimizer)
 
 
 _MULTI = (fastcredit.nn.MultiheadAttention, fastcredit.nn.RNN, fastcredit.nn.LSTM,
@@ -127,7 +177,7 @@ def test_feedback_equal_to_weights_gives_backprop_gradients(name):
     for layer in fast.modules():
         if isinstance(layer, FeedbackLayer):
             layer.set_feedback_(layer.weight.detach())
-    tokens, labels = _batch()
+    tokens, labels = _batch(name)
     grads = []
     for model in (plain, fast):
         model.zero_grad()
@@ -171,7 +221,7 @@ def test_plain_state_dict_loads_strictly_and_unconvert_returns_the_plain_model(n
     assert {id(p) for p in back.parameters()} == params
     original = _model(name)
     original.load_state_dict(back.state_dict(), strict=True)
-    tokens, labels = _batch()
+    tokens, labels = _batch(name)
     original.eval(), back.eval()
     torch.testing.assert_close(_loss(name, back, tokens, labels),
                                _loss(name, original, tokens, labels))
@@ -196,3 +246,40 @@ def test_report_prints_shares_per_module():
     report = fastcredit.convert(odd, "fa").conversion_report
     assert report.shares["unsupported"] == pytest.approx(34 / 50)
     assert "backprop (unsupported): 68.0 %" in str(report)
+
+
+class _Tokens(nn.Module):
+    """ViT's embeddings in small: a class token and positions around a patch projection."""
+
+    def __init__(self, positions=(1, 3, 4), extra=None):
+        super().__init__()
+        self.proj = nn.Linear(2, 4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.pos_embed = nn.Parameter(torch.zeros(positions))
+        if extra is not None:
+            self.scale = nn.Parameter(torch.ones(extra))
+
+    def forward(self, x):  # [N, 2, 2] -> [N, 3, 4]
+        cls = self.cls_token.expand(len(x), -1, -1)
+        return torch.cat([cls, self.proj(x)], 1) + self.pos_embed
+
+
+def test_learnt_tokens_count_as_embeddings_and_other_own_parameters_stay_unsupported():
+    model = fastcredit.convert(nn.Sequential(_Tokens(), nn.Flatten(), nn.Linear(12, 2)), "fa")
+    report = model.conversion_report
+    assert not report.unsupported
+    counts = {c.path: c for c in report.parameters}
+    assert (counts["0"].category, counts["0"].count) == ("embedding", 4 + 12)  # proj's apart
+    assert counts["0.proj"].category == "method"
+    assert report.shares["embedding"] == pytest.approx(16 / (16 + 12 + 26))
+    assert "0  _Tokens: learnt tokens and position embeddings (cls_token, pos_embed)" in str(
+        report)
+    assert model(torch.randn(5, 2, 2)).shape == (5, 2)
+    # a position table without the broadcast dim, or another Parameter beside the tokens,
+    # may enter a weight product: unsupported
+    for odd in (_Tokens(positions=(3, 4)), _Tokens(extra=4)):
+        report = fastcredit.convert(nn.Sequential(odd), "fa").conversion_report
+        assert [e.path for e in report.unsupported] == ["0"]
+        assert report.shares["unsupported"] == pytest.approx(
+            sum(p.numel() for n, p in odd.named_parameters() if "proj" not in n)
+            / sum(p.numel() for p in odd.parameters()))

@@ -1,5 +1,6 @@
 """convert(model, "dfa") and convert(model, "lra") on the models people train now (GPT-2,
-BERT, TransformerEncoder, LSTM and GRU classifiers from tests/test_convert_models.py): where
+BERT, ViT, TransformerEncoder, a TransformerDecoder LM, LSTM and GRU classifiers from
+tests/test_convert_models.py): where
 DFA finds its blocks, that each model trains, and the DFA rule by value on a
 TransformerEncoder in float64."""
 
@@ -9,7 +10,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_convert_models import CLASSES, MODELS, TOKENS, VOCAB, _batch, _loss, _model
+from test_convert_models import (
+    CLASSES,
+    IMAGE,
+    LANGUAGE_MODELS,
+    MODELS,
+    PATCH,
+    TOKENS,
+    VOCAB,
+    _batch,
+    _loss,
+    _model,
+    three_steps,
+)
 from torch import nn
 
 import fastcredit
@@ -17,11 +30,14 @@ from fastcredit.nn import dfa_points
 
 # The module carrying each point: one per block; the last block's point moves on over the
 # modules before the head (GPT-2's final LayerNorm), BERT's pooler is a block of its own
-# (its point after the dropout that follows it); an RNN's output sequence gets one.
+# (its point after the dropout that follows it), so is ViT's patch embedding (a Conv2d);
+# an RNN's output sequence gets one.
 POINTS = {
     "gpt2": ["transformer.h.0", "transformer.ln_f"],
     "bert": ["bert.encoder.layer.0", "bert.encoder.layer.1", "dropout"],
+    "vit": ["vit.embeddings", "vit.layers.0", "vit.layernorm"],
     "encoder": ["encoder.layers.0", "encoder.layers.1"],
+    "decoder": ["decoder.layers.0", "decoder.layers.1"],
     "lstm": ["rnn"],
     "gru": ["rnn"],
 }
@@ -29,13 +45,17 @@ POINTS = {
 ATTENTION = {
     "gpt2": ["transformer.h.0.attn", "transformer.h.1.attn"],
     "bert": ["bert.encoder.layer.0.attention", "bert.encoder.layer.1.attention"],
+    "vit": ["vit.layers.0.attention", "vit.layers.1.attention"],
     "encoder": ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"],
+    "decoder": ["decoder.layers.0.self_attn", "decoder.layers.1.self_attn"],  # the first one
 }
 # a weight of the first block, which only its DFA point's feedback trains
 FIRST_BLOCK_WEIGHT = {
     "gpt2": "transformer.h.0.mlp.c_fc.weight",
     "bert": "bert.encoder.layer.0.intermediate.dense.weight",
+    "vit": "vit.embeddings.patch_embeddings.projection.weight",
     "encoder": "encoder.layers.0.linear1.weight",
+    "decoder": "decoder.layers.0.multihead_attn.in_proj_weight",
     "lstm": "rnn.weight_hh_l0",
     "gru": "rnn.weight_hh_l0",
 }
@@ -54,7 +74,7 @@ def test_dfa_puts_a_point_on_every_block_and_trains(name, sublayers):
     assert sorted(_hosts(model)) == sorted(expected)
     points = dfa_points(model)
     assert len(points) == len(expected)
-    tokens, labels = _batch()
+    tokens, labels = _batch(name)
     weight = dict(model.named_parameters())[FIRST_BLOCK_WEIGHT[name]]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     losses = []
@@ -69,10 +89,12 @@ def test_dfa_puts_a_point_on_every_block_and_trains(name, sublayers):
     # token dims: causal-LM logits [N, T, V] have rows (0, 1); every sequence point's rows
     # are its batch and token dims, its features the hidden width
     output = points[0].output
-    assert output.batch_dims == ((0, 1) if name == "gpt2" else (0,))
-    widths = {"gpt2": 16, "bert": 16, "encoder": 16, "lstm": 24, "gru": 24}
-    for point in points:
-        assert point.features == widths[name]
+    assert output.batch_dims == ((0, 1) if name in LANGUAGE_MODELS else (0,))
+    width = 24 if name in ("lstm", "gru") else 16
+    features = [p.features for p in points]
+    if name == "vit":  # the patch embedding holds a conv: dense feedback over tokens x width
+        assert features.pop(0) == ((IMAGE // PATCH) ** 2 + 1) * width
+    assert features == [width] * len(features)
     if name in ("lstm", "gru"):  # per-time-step feedback on the output sequence
         assert points[0].batch_dims == (0, 1)
 
@@ -195,7 +217,8 @@ def test_dfa_names_the_way_to_place_points_by_hand_where_it_finds_no_block():
                            sublayers=True)
 
 
-@pytest.mark.parametrize("name,culprit", [("gpt2", "Conv1D"), ("lstm", "LSTM")])
+@pytest.mark.parametrize("name,culprit", [("gpt2", "Conv1D"), ("lstm", "LSTM"),
+                                          ("decoder", "MultiheadAttention")])
 def test_lra_names_a_module_it_cannot_handle(name, culprit):
     model = _model(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -205,16 +228,16 @@ def test_lra_names_a_module_it_cannot_handle(name, culprit):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def test_lra_converts_a_model_of_linear_layers_norms_and_embeddings():
-    """BERT's weights are all Linear (attention's products, like residual additions, pass
-    LRA's displacement through their ordinary backward), LayerNorm and embeddings."""
-    model = fastcredit.convert(_model("bert"), "lra")
-    linears = [m for m in model.modules() if type(m) is nn.Linear]
-    assert linears == [] and any(isinstance(m, fastcredit.nn.LRAOutput) for m in model.modules())
-    tokens, labels = _batch()
-    loss = _loss("bert", model, tokens, labels)
-    loss.backward()
-    assert torch.isfinite(loss)
+@pytest.mark.parametrize("name", ["bert", "vit"])
+def test_lra_converts_a_model_of_linear_and_conv_layers_norms_and_embeddings(name):
+    """BERT's and ViT's weights are all Linear (attention's products, like residual additions,
+    pass LRA's displacement through their ordinary backward), ViT's patch Conv2d, LayerNorm
+    and embeddings (ViT's class token and positions among them)."""
+    model = fastcredit.convert(_model(name), "lra")
+    torch_layers = [m for m in model.modules() if type(m) in (nn.Linear, nn.Conv2d)]
+    assert torch_layers == [] and any(isinstance(m, fastcredit.nn.LRAOutput)
+                                      for m in model.modules())
+    three_steps(name, model, torch.optim.SGD(model.parameters(), lr=0.05))
 
 
 @pytest.mark.parametrize("name", MODELS)

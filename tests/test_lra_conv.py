@@ -192,3 +192,14 @@ def test_conv_block_under_autocast_matches_float32():
     assert block.weight.grad.dtype == x.grad.dtype == torch.float32
     torch.testing.assert_close(block.weight.grad, want[0], rtol=0.05, atol=0.02)
     torch.testing.assert_close(x.grad, want[1], rtol=0.05, atol=0.02)
+
+
+def test_double_backward_through_a_conv_block_is_a_clear_error():
+    # a learning rule has no second derivative; before, a conv block under a plain head
+    # differentiated its own rule's backward without a word
+    torch.manual_seed(0)
+    block = LRAConv2d(1, 2, 2, dtype=torch.float64)
+    h = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(block(h).square().sum(), [block.weight], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.square().sum().backward()

@@ -9,7 +9,11 @@ The model is changed in place and returned; its report is the returned model's
   :mod:`fastcredit.nn` layer with the same hyperparameters, holding the *same* Parameter
   objects, so an optimizer built before the conversion still updates them. A layer carrying
   hooks (e.g. the old ``weight_norm``) is not replaced, as the hooks would be lost: it is
-  listed as unsupported.
+  listed as unsupported. A module whose own Parameters are all learnt tokens or position
+  embeddings (named ``cls_token``, ``mask_token``, ``dist_token``, ``reg_token``,
+  ``register_tokens``, ``position_embeddings`` or ``pos_embed``, shaped ``[1, ...]``: ViT's
+  embeddings) is kept and counted as embeddings: added to or concatenated with the sequence,
+  they pass the error on without a weight product; its weight layers are converted.
 * ``"dfa"``: weight layers stay torch layers; a :class:`~fastcredit.nn.DFAPoint` is attached
   after every hidden block and a :class:`~fastcredit.nn.DFAOutput` to the output layer (both
   through forward hooks, as children of the module they follow, so no state-dict key moves).

@@ -119,7 +119,7 @@ def _category(entry: Entry, default: str | None, in_blocks: set[str]) -> str:
         return default
     if entry.note.startswith("normalisation"):
         return "normalisation"
-    if entry.note.startswith("lookup table"):
+    if entry.note.startswith(("lookup table", _LEARNT_TOKENS)):
         return "embedding"
     return default
 
@@ -144,6 +144,23 @@ def owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
+# Learnt vectors that a module adds to, or concatenates with, its token sequence, by the
+# names transformers and timm give them (ViT's class token and position embeddings, DeiT's
+# distillation token, register tokens).
+TOKEN_PARAMETERS = frozenset({"cls_token", "mask_token", "dist_token", "reg_token",
+                              "register_tokens", "position_embeddings", "pos_embed"})
+_LEARNT_TOKENS = "learnt tokens and position embeddings"
+
+
+def _only_learnt_tokens(module: nn.Module) -> bool:
+    """Whether every Parameter ``module`` holds itself is a learnt token or position
+    embedding: one of :data:`TOKEN_PARAMETERS` with a leading broadcast dim of 1
+    (``[1, tokens, features]``)."""
+    own = list(module.named_parameters(recurse=False))
+    return bool(own) and all(name in TOKEN_PARAMETERS and p.dim() >= 2 and p.shape[0] == 1
+                             for name, p in own)
+
+
 def kept_note(module: nn.Module) -> str | None:
     """Why a module is fine left as is, or None when it transports error through parameters
     that the method cannot reach."""
@@ -157,6 +174,11 @@ def kept_note(module: nn.Module) -> str | None:
         return "activation (elementwise)"
     if not owns_parameters(module):
         return "no parameters"
+    if _only_learnt_tokens(module):
+        names = ", ".join(n for n, _ in module.named_parameters(recurse=False))
+        return (f"{_LEARNT_TOKENS} ({names}): added to or concatenated with the sequence, "
+                "so the error passes them by without a weight product; their gradient is the "
+                "error at their positions")
     return None
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from .. import nn as fnn
 from .._spec import check_seed, derive_seed
-from ._common import FASTCREDIT, Entry, join, kept_note, swap_blocker
+from ._common import FASTCREDIT, Entry, join, kept_note, owns_parameters, swap_blocker
 
 OPTIONS = ("feedback", "seed", "feedback_scale", "feedback_dist")
 
@@ -148,6 +148,8 @@ def convert_feedback_layers(model, method, report, options) -> nn.Module:
                 new_child = visit(child, join(path, name))
                 if new_child is not child:
                     setattr(module, name, new_child)
+        if note is not None and owns_parameters(module):  # ViT's embeddings: tokens + a conv
+            report.unchanged.append(Entry(path, kind, note))  # after its children: counted last
         return module
 
     return visit(model, "")

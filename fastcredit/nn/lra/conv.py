@@ -20,19 +20,24 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ... import functional, ops
 from ..._spec import LRA_ERRORS, check_choice, check_surrogate
 from ..amp import apply_autocast
 from ..mode import backprop_active
 from .blocks import LRABlock, rule_surrogate
-from .rule import Rule, _clip_norm
+from .rule import Rule, _clip_norm, scaled, unscaled
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 class ConvFn(torch.autograd.Function):
-    """z = f(conv(h, W, b)) forward; LRA's rule over feature maps backward."""
+    """z = f(conv(h, W, b)) forward; LRA's rule over feature maps backward, on the
+    displacement divided by the loss scale, its results multiplied by it (see
+    :mod:`fastcredit.nn.lra.rule`)."""
+
+    lra_hidden = True  # takes the loss scale from the block above
 
     @staticmethod
     def forward(ctx, h, weight, bias, feedback, rule: Rule, geometry: tuple):
@@ -43,10 +48,12 @@ class ConvFn(torch.autograd.Function):
         return functional.activation(a, rule.activation, rule.negative_slope)
 
     @staticmethod
+    @once_differentiable  # a learning rule, not a derivative: no second order
     def backward(ctx, displacement):
         h, bias, feedback, a = ctx.saved_tensors
         rule: Rule = ctx.rule
         stride, padding, dilation, groups = ctx.geometry
+        scale, displacement = unscaled(ctx, displacement)
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
                           rule.use_fprime, rule.negative_slope, rule.surrogate)
         need_h = ctx.needs_input_grad[0]
@@ -59,7 +66,7 @@ class ConvFn(torch.autograd.Function):
         grad_w = _clip_norm(grad_sum / n, rule.clip_update)
         grad_b = e.sum([0, *range(2, e.dim())]) / n if bias is not None else None
         grad_feedback = rule.gamma * grad_w if ctx.needs_input_grad[3] else None
-        return grad_h, grad_w, grad_b, grad_feedback, None, None
+        return *scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None, None
 
 
 def _tuple(value, dims: int, name: str) -> tuple[int, ...]:

@@ -85,14 +85,26 @@ def _gradients(ctx, h, e, feedback, rule: Rule, has_bias: bool):
     return grad_w, grad_b, grad_feedback
 
 
-def _scaled(grads, scale: torch.Tensor):
+def scaled(grads, scale: torch.Tensor):
+    """Each of ``grads`` (None kept) times the loss scale S."""
     return tuple(None if g is None else g * scale.to(g.dtype) for g in grads)
+
+
+def unscaled(ctx, displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, d / S) for a hidden block's node: S is the loss scale the LRA block above handed to
+    it (1 where none did), handed on to the blocks below."""
+    scale = getattr(ctx, "loss_scale", None)
+    if scale is None:
+        scale = displacement.new_ones(())
+    _hand_down(ctx, scale)
+    return scale, displacement / scale.to(displacement.dtype)
 
 
 @torch.compiler.disable  # needs the real autograd graph: Dynamo then runs the rule eagerly
 def _hand_down(ctx, scale: torch.Tensor) -> None:
-    """Give the loss scale to the nearest LRA hidden blocks below this node (through any
-    non-LRA nodes between them, e.g. a dropout or a reshape)."""
+    """Give the loss scale to the nearest LRA hidden blocks (Functions marked
+    ``lra_hidden``: linear and conv) below this node, through any non-LRA nodes between them
+    (a dropout, a reshape, a pooling)."""
     stack = [node for node, _ in ctx.next_functions if node is not None]
     seen = {}
     while stack and len(seen) < _SEARCH_LIMIT:
@@ -100,13 +112,15 @@ def _hand_down(ctx, scale: torch.Tensor) -> None:
         if id(node) in seen:
             continue
         seen[id(node)] = node  # kept alive so that ids stay unique during the walk
-        if getattr(node, "_forward_cls", None) is HiddenFn:
+        if getattr(getattr(node, "_forward_cls", None), "lra_hidden", False):
             node.loss_scale = scale
             continue
         stack.extend(n for n, _ in node.next_functions if n is not None)
 
 
 class HiddenFn(torch.autograd.Function):
+    lra_hidden = True  # takes the loss scale from the block above (_hand_down)
+
     @staticmethod
     def forward(ctx, h, weight, bias, feedback, rule: Rule):
         a = F.linear(h, weight, bias)
@@ -119,11 +133,7 @@ class HiddenFn(torch.autograd.Function):
     def backward(ctx, displacement):
         h, weight, bias, feedback, a = ctx.saved_tensors
         rule: Rule = ctx.rule
-        scale = getattr(ctx, "loss_scale", None)  # set by the LRA block above, if any
-        if scale is None:
-            scale = displacement.new_ones(())
-        _hand_down(ctx, scale)
-        displacement = displacement / scale.to(displacement.dtype)
+        scale, displacement = unscaled(ctx, displacement)
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
                           rule.use_fprime, rule.negative_slope, rule.surrogate)
         grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
@@ -139,7 +149,7 @@ class HiddenFn(torch.autograd.Function):
                 return _local_error(_target_value(a_moved, rule), target, rule, a_moved)
 
             grad_h = _displacement_below(h, e, feedback, rule, error_at)
-        return *_scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None
+        return *scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None
 
 
 class OutputFn(torch.autograd.Function):
@@ -173,4 +183,4 @@ class OutputFn(torch.autograd.Function):
                 return torch.softmax(F.linear(moved, weight, bias), -1) - onehot
 
             grad_h = _displacement_below(h, e, feedback, rule, error_at)
-        return *_scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None, None
+        return *scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None, None
