@@ -360,7 +360,7 @@ CLI_CASES = [
     ("max-steps", ["--max-steps", "0"], "argument --max-steps: must be a positive integer, got 0"),
     ("lr-inf", ["--lr", "inf"],
      r"argument --lr: must be a positive number below 3.4e38 \(float32\), got inf"),
-    ("model", ["--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
+    ("model", ["--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
     ("optimizer", ["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
 ]
 

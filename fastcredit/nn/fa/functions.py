@@ -24,17 +24,21 @@ class _LinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, stored, draw = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        # rows spelled out: reshape(-1, 0) is ambiguous when a layer has 0 features
-        rows = math.prod(grad_out.shape[:-1])
-        grad = grad_out.reshape(rows, grad_out.shape[-1])
+        grad, inputs = grad_out, x
+        if grad_out.dim() != 2:  # [*, out] -> [rows, out]; rows spelled out: reshape(-1, 0)
+            rows = math.prod(grad_out.shape[:-1])  # is ambiguous for a 0-feature layer
+            grad = grad_out.reshape(rows, grad_out.shape[-1])
+            inputs = x.reshape(rows, x.shape[-1])
         grad_x = grad_w = grad_b = None
         if need_x:
             if ctx.transposed:  # the rule works on the [out, in] orientation
                 weight = weight.t().contiguous()
                 stored = None if stored is None else stored.t().contiguous()
-            grad_x = ctx.rule.project(grad, weight, stored, draw).reshape(x.shape)
+            grad_x = ctx.rule.project(grad, weight, stored, draw)
+            if grad_out.dim() != 2:
+                grad_x = grad_x.reshape(x.shape)
         if need_w:
-            grad_w = grad.t().mm(x.reshape(rows, x.shape[-1]))
+            grad_w = grad.t().mm(inputs)
             if ctx.transposed:
                 grad_w = grad_w.t()
         if need_b:
