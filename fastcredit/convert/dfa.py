@@ -111,12 +111,16 @@ def _through_output(module: nn.Module, inputs, output):
     of a sequence point's tensor, ordered to line up with the output's rows."""
     dfa = module.dfa_output
     if getattr(module, "_dfa_token_dims", False) and isinstance(output, torch.Tensor):
-        dfa.batch_dims = tuple(range(output.dim() - 1))
+        dims = tuple(range(output.dim() - 1))
+        if dfa.batch_dims != dims:  # nn.Module.__setattr__ is slow: set on change only
+            dfa.batch_dims = dims
         rows = tuple(output.shape[:-1])
         for index, h in dfa._tape:
             point = dfa.points[index]
             if getattr(point, "_dfa_tokens", False):
-                point.batch_dims = _token_dims(h.shape, rows)
+                dims = _token_dims(h.shape, rows)
+                if point.batch_dims != dims:
+                    point.batch_dims = dims
     return dfa(output)
 
 

@@ -20,6 +20,10 @@ def _resolve_dims(dims: Sequence[int], rank: int, what: str) -> tuple[int, ...]:
     return tuple(resolved)
 
 
+_LAYOUTS: dict = {}  # (shape, batch dims, spatial) -> Layout
+_LAYOUTS_KEPT = 1024  # cleared when full: shapes that vary every step must not grow it
+
+
 @dataclass(frozen=True)
 class Layout:
     """How a tensor maps to a [rows, features] matrix: batch-like dims become rows, the rest
@@ -34,8 +38,19 @@ class Layout:
 
     @classmethod
     def of(cls, shape: torch.Size, batch_dims: Sequence[int], spatial: str, what: str) -> Layout:
-        shape = tuple(shape)
-        dims = _resolve_dims(batch_dims, len(shape), what)
+        """The layout of a tensor of ``shape``; ValueError (naming ``what``) for batch dims
+        out of range or repeated. Cached: a training loop meets a handful of shapes."""
+        key = (tuple(shape), tuple(batch_dims), spatial)
+        layout = _LAYOUTS.get(key)
+        if layout is None:
+            layout = cls._build(key[0], _resolve_dims(key[1], len(key[0]), what), spatial)
+            if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+                _LAYOUTS.clear()
+            _LAYOUTS[key] = layout
+        return layout
+
+    @classmethod
+    def _build(cls, shape: tuple[int, ...], dims: tuple[int, ...], spatial: str) -> Layout:
         feature_sizes = [s for i, s in enumerate(shape) if i not in dims]
         rows = math.prod(shape[i] for i in dims)
         # Shared feedback applies where there are positions; plain features are dense.
@@ -62,6 +77,8 @@ class Layout:
         that of one projection row (TinyDFA's rule for repeats)."""
         rows_out = p.shape[0]
         k = self.rows // rows_out if rows_out else 0
+        if k == 1 and self.positions == 1 and self.batch_dims == (0,):  # [N, *features]
+            return p.view(self.shape)
         if k * self.positions > 1:
             p = p * (1.0 / math.sqrt(k * self.positions))
         order = self._order
