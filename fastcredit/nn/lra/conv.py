@@ -57,16 +57,20 @@ class ConvFn(torch.autograd.Function):
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
                           rule.use_fprime, rule.negative_slope, rule.surrogate)
         need_h = ctx.needs_input_grad[0]
+        es = e * scale.to(e.dtype)  # S e: the GEMMs below then give S-scaled gradients
         # One call for both: the input gradient uses the weight argument (E here), the weight
         # gradient only the input h and W's shape.
         grad_h, grad_sum, _ = torch.ops.aten.convolution_backward(
-            e, h, feedback, None, stride, padding, dilation, False, [0] * len(stride), groups,
+            es, h, feedback, None, stride, padding, dilation, False, [0] * len(stride), groups,
             [need_h, True, False])
         n = max(h.shape[0], 1)  # an empty batch has all-zero sums: zero gradients, not 0/0
-        grad_w = _clip_norm(grad_sum / n, rule.clip_update)
-        grad_b = e.sum([0, *range(2, e.dim())]) / n if bias is not None else None
+        grad_w = grad_sum / n
+        if rule.clip_update is not None:  # the unscaled update is clipped, then scaled
+            (grad_w,) = scaled((_clip_norm(grad_w / scale.to(e.dtype), rule.clip_update),),
+                               scale)
+        grad_b = es.sum([0, *range(2, e.dim())]) / n if bias is not None else None
         grad_feedback = rule.gamma * grad_w if ctx.needs_input_grad[3] else None
-        return *scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None, None
+        return grad_h, grad_w, grad_b, grad_feedback, None, None
 
 
 def _tuple(value, dims: int, name: str) -> tuple[int, ...]:

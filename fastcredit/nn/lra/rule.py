@@ -4,7 +4,7 @@ with the displacement (or error) arriving from above. See :mod:`fastcredit.nn.lr
 Loss scaling: the rule is not linear in the error (targets ``f(a - beta d)``, clipping), yet
 ``GradScaler`` or ``loss / k`` must scale every gradient by the same factor S. The output
 block recovers S from its incoming gradient (``S (softmax - onehot)``), runs the rule on the
-unscaled error and multiplies what it returns by S; it hands S to the LRA blocks below it
+unscaled error and multiplies what it returns by S (through ``S e`` where the rule is linear); it hands S to the LRA blocks below it
 (their autograd nodes, found through the graph), which run the rule on ``d / S`` and scale
 their results by S too. A hidden block that no LRA output block feeds takes S = 1."""
 
@@ -60,29 +60,36 @@ def _local_error(z: torch.Tensor, target: torch.Tensor, rule: Rule, a: torch.Ten
     return e
 
 
-def _displacement_below(h, e, feedback, rule: Rule, error_at):
-    """What the block sends down in place of dL/dh: ``e E`` (K = 1, no clipping), or the
-    refined move of its input divided by beta. ``error_at(h_moved)`` re-runs the block."""
+def _displacement_below(h, e, es, feedback, rule: Rule, error_at, scale):
+    """What the block sends down in place of dL/dh, times the loss scale S: ``(S e) E``
+    (K = 1, no clipping), or the refined move of its input divided by beta, times S.
+    ``error_at(h_moved)`` re-runs the block."""
     if rule.refine_steps == 1 and rule.clip_direction is None:
-        return e @ feedback
+        return es @ feedback
     moved = h
     for step in range(rule.refine_steps):
         error = e if step == 0 else error_at(moved)
         moved = moved - rule.beta * _clip_norm(error @ feedback, rule.clip_direction)
-    return (h - moved) / rule.beta
+    return (h - moved) * (scale.to(h.dtype) / rule.beta)
 
 
-def _gradients(ctx, h, e, feedback, rule: Rule, has_bias: bool):
-    """W, b, E gradients of the LRA rule from error units e [..., out] and input h [..., in]."""
-    e2, h2 = e.reshape(-1, e.shape[-1]), h.reshape(-1, h.shape[-1])
+def _gradients(ctx, h, e, feedback, rule: Rule, has_bias: bool, scale: torch.Tensor):
+    """W, b, E gradients of the LRA rule from the unscaled error units e [..., out] and the
+    input h [..., in], times the loss scale S; and ``S e``. S multiplies e before the GEMM
+    (one pass over e instead of one over each weight-sized gradient), except under
+    ``clip_update``, which clips the unscaled update before S multiplies it."""
+    es = e * scale.to(e.dtype)
+    clip = rule.clip_update is not None
+    e2, h2 = (e if clip else es).reshape(-1, e.shape[-1]), h.reshape(-1, h.shape[-1])
     n = max(e2.shape[0], 1)  # an empty batch has all-zero sums: zero gradients, not 0/0
     # 1/N applied inside the GEMM (alpha; beta = 0 ignores the input): no extra pass over W
     unused = e2.new_zeros(()).expand(e2.shape[1], h2.shape[1])
-    grad_w = _clip_norm(torch.addmm(unused, e2.T, h2, beta=0, alpha=1 / n),
-                        rule.clip_update)
+    grad_w = torch.addmm(unused, e2.T, h2, beta=0, alpha=1 / n)
     grad_b = e2.sum(0) / n if has_bias else None
+    if clip:
+        grad_w, grad_b = scaled((_clip_norm(grad_w, rule.clip_update), grad_b), scale)
     grad_feedback = rule.gamma * grad_w if ctx.needs_input_grad[3] else None
-    return grad_w, grad_b, grad_feedback
+    return grad_w, grad_b, grad_feedback, es
 
 
 def scaled(grads, scale: torch.Tensor):
@@ -96,11 +103,10 @@ def unscaled(ctx, displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     scale = getattr(ctx, "loss_scale", None)
     if scale is None:
         scale = displacement.new_ones(())
-    _hand_down(ctx, scale)
+    hand_down(ctx, scale)
     return scale, displacement / scale.to(displacement.dtype)
 
 
-@torch.compiler.disable  # needs the real autograd graph: Dynamo then runs the rule eagerly
 def _hand_down(ctx, scale: torch.Tensor) -> None:
     """Give the loss scale to the nearest LRA hidden blocks (Functions marked
     ``lra_hidden``: linear and conv) below this node, through any non-LRA nodes between them
@@ -116,6 +122,15 @@ def _hand_down(ctx, scale: torch.Tensor) -> None:
             node.loss_scale = scale
             continue
         stack.extend(n for n, _ in node.next_functions if n is not None)
+
+
+# The walk needs the real autograd graph: under Dynamo it runs eagerly. (Eager calls skip
+# the disable wrapper, which costs microseconds per call.)
+_hand_down_eagerly = torch.compiler.disable(_hand_down)
+
+
+def hand_down(ctx, scale: torch.Tensor) -> None:
+    (_hand_down_eagerly if torch.compiler.is_compiling() else _hand_down)(ctx, scale)
 
 
 class HiddenFn(torch.autograd.Function):
@@ -136,7 +151,8 @@ class HiddenFn(torch.autograd.Function):
         scale, displacement = unscaled(ctx, displacement)
         e = ops.lra_error(a, displacement, rule.beta, rule.activation, rule.error,
                           rule.use_fprime, rule.negative_slope, rule.surrogate)
-        grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
+        grad_w, grad_b, grad_feedback, es = _gradients(ctx, h, e, feedback, rule,
+                                                       bias is not None, scale)
         grad_h = None
         if ctx.needs_input_grad[0]:
             target = None  # only refinement re-evaluates the error: built on first use
@@ -148,8 +164,8 @@ class HiddenFn(torch.autograd.Function):
                 a_moved = F.linear(moved, weight, bias)
                 return _local_error(_target_value(a_moved, rule), target, rule, a_moved)
 
-            grad_h = _displacement_below(h, e, feedback, rule, error_at)
-        return *scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None
+            grad_h = _displacement_below(h, e, es, feedback, rule, error_at, scale)
+        return grad_h, grad_w, grad_b, grad_feedback, None
 
 
 class OutputFn(torch.autograd.Function):
@@ -172,9 +188,10 @@ class OutputFn(torch.autograd.Function):
         e_rows, logit_rows = e.reshape(-1, e.shape[-1]), logits.reshape(-1, e.shape[-1])
         scale = functional.softmax_error_scale(e_rows, logit_rows, e_rows.argmin(-1))
         scale = torch.where(scale != 0, scale, torch.ones_like(scale))  # e = 0: nothing to undo
-        _hand_down(ctx, scale)
+        hand_down(ctx, scale)
         e = e / scale
-        grad_w, grad_b, grad_feedback = _gradients(ctx, h, e, feedback, rule, bias is not None)
+        grad_w, grad_b, grad_feedback, es = _gradients(ctx, h, e, feedback, rule,
+                                                       bias is not None, scale)
         grad_h = None
         if ctx.needs_input_grad[0]:
             onehot = torch.softmax(logits, -1) - e  # the labels, recovered from the error
@@ -182,5 +199,5 @@ class OutputFn(torch.autograd.Function):
             def error_at(moved):
                 return torch.softmax(F.linear(moved, weight, bias), -1) - onehot
 
-            grad_h = _displacement_below(h, e, feedback, rule, error_at)
-        return *scaled((grad_h, grad_w, grad_b, grad_feedback), scale), None, None
+            grad_h = _displacement_below(h, e, es, feedback, rule, error_at, scale)
+        return grad_h, grad_w, grad_b, grad_feedback, None, None
