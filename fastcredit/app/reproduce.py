@@ -330,14 +330,17 @@ REPRODUCTIONS = {
              ("published", lambda r: r["published"]))),
         Reproduction(
             "lra-conv",
-            "LRA-E beyond MLPs: a converted conv net beside its readout and backprop",
+            "LRA-E beyond MLPs: a converted conv net and ResNet beside readout and backprop",
             "No published number: LRA-E's papers train MLPs (rec-LRA trains ResNets, "
-            "arXiv 2002.03911, unverified here). Ours: convert(conv net, 'lra') against the same "
-            "net with hidden layers frozen (readout) and trained by backprop.",
+            "arXiv 2002.03911, unverified here). Ours: convert(model, 'lra') of a conv net and "
+            "of a small ResNet, each against the same net with hidden layers frozen (readout) "
+            "and trained by backprop.",
             _lra_conv_runs,
             lambda full: ("full: 20 epochs" if full else "short: 1 epoch")
-            + ", conv5x5 32 tanh, max-pool, conv5x5 64 tanh, max-pool, linear; beta 0.1, "
-              "gamma 1, Adam lr 1e-3, batch 50",
+            + "; conv: conv5x5 32 tanh, max-pool, conv5x5 64 tanh, max-pool, linear; resnet: "
+              "`train --model resnet` (conv3x3 16-BN-ReLU stem, basic blocks at 16 and 32 "
+              "channels, average pool, linear; BN stays backprop); beta 0.1, gamma 1, Adam lr "
+              "1e-3, batch 50",
             (("role", lambda r: r["role"]),)),
         Reproduction(
             "dfa-zero-init",
