@@ -20,7 +20,7 @@ QUICK = {w.name: w for w in bench.QUICK_WORKLOADS}
 def test_every_step_gives_every_weight_a_finite_gradient(workload, method):
     workload = QUICK[workload]
     if not bench.supports(workload, method):
-        pytest.skip("LRA-E has no conv blocks")
+        pytest.skip("spatially shared DFA feedback needs feature maps")
     model = bench.build_network(workload, method)
     x, y = bench.batch_of(workload)
     model.zero_grad(set_to_none=True)
@@ -31,9 +31,18 @@ def test_every_step_gives_every_weight_a_finite_gradient(workload, method):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
-def test_lra_has_no_conv_network():
-    with pytest.raises(ValueError, match="no convnet network"):
-        bench.build_network(QUICK["convnet-quick"], "lra")
+def test_spatial_dfa_shares_feedback_over_positions_and_projects_less():
+    from fastcredit.nn import DFAPoint
+
+    workload = QUICK["convnet-quick"]
+    model = bench.build_network(workload, "dfa-spatial")
+    spatial = {m.spatial for m in model.modules() if isinstance(m, DFAPoint)}
+    assert spatial == {"shared"}
+    flops = {m: bench.step_costs(bench.make_step(workload, m))[0]
+             for m in ("dfa", "dfa-spatial")}
+    assert flops["dfa-spatial"] < flops["dfa"]  # one projection per channel, not per entry
+    with pytest.raises(ValueError, match="no mlp network"):
+        bench.build_network(QUICK["mlp-quick"], "dfa-spatial")
 
 
 def test_cli_quick_run_prints_ratios_and_writes_json(tmp_path):

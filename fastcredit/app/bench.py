@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "dfa", "dfa-stored", "lra")
+# dfa-stored: stored feedback matrices; dfa-spatial: spatially shared feedback on feature maps
+METHODS = ("bp", "fa", "usf", "frsf", "brsf", "kp", "dfa", "dfa-stored", "dfa-spatial", "lra")
+DFA_VARIANTS = {"dfa": {}, "dfa-stored": {"feedback": "stored"},
+                "dfa-spatial": {"spatial": "shared"}}
 # BioTorch's names for the methods it has (its DFA keeps stored matrices).
 BIOTORCH_MODES = {"fa": "fa", "usf": "usf", "frsf": "frsf", "brsf": "brsf", "dfa": "dfa"}
 # Profiler events whose self time is the GEMM / convolution library at work (MKL, oneDNN).
@@ -74,8 +77,8 @@ QUICK_WORKLOADS = (
 
 
 def supports(workload: Workload, method: str) -> bool:
-    """LRA-E has no conv blocks, so it runs on the MLP only."""
-    return method != "lra" or workload.model == "mlp"
+    """Spatially shared DFA feedback needs feature maps, which the MLP has not."""
+    return method != "dfa-spatial" or workload.model != "mlp"
 
 
 def _mlp(method: str, widths: Sequence[int]) -> nn.Module:
@@ -112,9 +115,8 @@ def build_network(workload: Workload, method: str) -> nn.Module:
         return _mlp(method, workload.widths)
     from . import train
 
-    options = {"feedback": "stored"} if method == "dfa-stored" else {}
     config = train.TrainConfig(method=method.split("-")[0], model=workload.model,
-                               method_options=options)
+                               method_options=DFA_VARIANTS.get(method, {}))
     return train.build_model(config, workload.image, workload.classes)
 
 
