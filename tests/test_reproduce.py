@@ -122,8 +122,9 @@ def test_epochs_replace_every_runs_schedule_and_are_reported(tmp_path):
     (row,) = results["runs"]
     assert row["epochs"] == 2 and row["steps"] == 2 * 29  # ceil(1437 / 50) steps per epoch
     assert results["configs"]["readout-resnet"]["epochs"] == 2
-    assert "Settings overridden** (dataset = digits, epochs = 2)" in (
-        tmp_path / "results.md").read_text()
+    table = (tmp_path / "results.md").read_text()
+    assert "Settings overridden** (dataset = digits, epochs = 2)" in table
+    assert "Schedule: **2 epochs (--epochs) instead of the short: 1 epoch;" in table
 
 
 def test_reproduce_rejects_an_unknown_run_filter_with_one_line():

@@ -446,6 +446,12 @@ def _config_dict(config: TrainConfig) -> dict:
     return {k: v for k, v in asdict(config).items() if k in keep}
 
 
+def _schedule(results: dict) -> str:
+    epochs = results["overrides"].get("epochs")
+    detail = results["schedule_detail"]
+    return detail if epochs is None else f"{epochs} epochs (--epochs) instead of the {detail}"
+
+
 def markdown(results: dict, reproduction: Reproduction) -> str:
     """The results as a markdown section: claim, schedule, command, then one row per run."""
     changed = {k: v for k, v in results["overrides"].items() if v is not None}
@@ -456,7 +462,7 @@ def markdown(results: dict, reproduction: Reproduction) -> str:
     lines = [
         f"### {results['title']}", "",
         results["claim"], "",
-        (f"Schedule: **{results['schedule_detail']}**; seed {results['runs'][0]['seed']}, "
+        (f"Schedule: **{_schedule(results)}**; seed {results['runs'][0]['seed']}, "
          f"{results['threads']} thread(s), torch {results['torch']}."),
         f"Command: `{results['command']}`" if results["command"] else "",
         overridden, "",
