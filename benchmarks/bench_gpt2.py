@@ -3,7 +3,9 @@
 A GPT-2 LM built from a config (default: 4 layers, width 256, 4 heads, sequence 128), trained
 on random tokens: forward with the language-model loss, backward, SGD step. The methods run
 interleaved in rounds on copies with the same initial weights; each round keeps each method's
-fastest step, and the median over rounds is reported with its ratio to backprop's. Run:
+fastest step, and the median over rounds is reported with its ratio to backprop's, beside
+the FLOP floor: the step's GEMM/attention/projection FLOPs over backprop's (counted by
+``fastcredit bench``'s counter), the ratio the method would reach if FLOPs were all. Run:
 
     python benchmarks/bench_gpt2.py [--methods bp fa dfa] [--rounds 5] [--threads 1]
         [--vocab 8192] [--dfa-feedback shared]
@@ -22,6 +24,7 @@ import torch
 import transformers
 
 import fastcredit
+from fastcredit.app.bench import step_costs
 
 
 def _step(model, optimizer, tokens) -> None:
@@ -83,9 +86,11 @@ def main() -> None:
           f"{args.threads} thread(s); median over {args.rounds} rounds of each round's fastest "
           f"of {args.steps} steps")
     base = statistics.median(times["bp"]) if "bp" in times else None
+    flops = {m: step_costs(lambda m=m: _step(*models[m], tokens))[0] for m in models}
     for method, values in times.items():
         median = statistics.median(values)
-        ratio = f"  {median / base:.2f}x bp" if base else ""
+        ratio = (f"  {median / base:.2f}x bp, FLOP floor {flops[method] / flops['bp']:.3f}"
+                 if base else "")
         print(f"  {method:>4}: {1e3 * median:8.1f} ms/step (rounds: "
               f"{', '.join(f'{1e3 * v:.0f}' for v in values)}){ratio}")
 
