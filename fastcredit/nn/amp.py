@@ -18,6 +18,8 @@ def apply_autocast(function: type[torch.autograd.Function], tensors: tuple, *res
     """``function.apply(*tensors, *rest)``; under autocast for the first tensor's device the
     floating ``tensors`` (float64 excepted, as autocast does) are cast to the autocast dtype
     first and the Function runs with autocast disabled."""
+    if not torch._C._is_any_autocast_enabled():  # the common case, in one cheap call
+        return function.apply(*tensors, *rest)
     device_type = tensors[0].device.type
     # Devices without autocast (meta) raise in is_autocast_enabled; the op reports the rest.
     if not (torch.amp.is_autocast_available(device_type)
