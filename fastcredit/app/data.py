@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -493,12 +494,8 @@ def decode(ids: torch.Tensor) -> str:
 def fortune_entries(text: bytes) -> list[bytes]:
     """The entries of a fortune file: the text between lines holding only ``%`` (a missing
     final separator is allowed), each ending in a newline; empty entries are dropped."""
-    entries = []
-    for entry in text.split(b"\n" + SEPARATOR):
-        entry = entry.removeprefix(SEPARATOR).removesuffix(b"\n%")
-        if entry.strip():
-            entries.append(entry if entry.endswith(b"\n") else entry + b"\n")
-    return entries
+    return [entry if entry.endswith(b"\n") else entry + b"\n"
+            for entry in re.split(rb"(?m)^%(?:\n|\Z)", text) if entry.strip()]
 
 
 def in_test_split(entry: bytes) -> bool:

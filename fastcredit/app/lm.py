@@ -59,6 +59,8 @@ def windows(stream: torch.Tensor, context: int, offset: int = 0) -> torch.Tensor
     previous one's inputs end (so each id after ``offset`` is a target once); the last
     ``< context`` ids are left out (see :func:`evaluate` for them). A view, no copy."""
     count = max(0, (len(stream) - offset - 1) // context)
+    if count == 0:
+        return stream.new_empty((0, context + 1))
     return stream[offset:offset + count * context + 1].unfold(0, context + 1, context)
 
 
