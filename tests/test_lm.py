@@ -5,7 +5,6 @@ runs of every method on a generated corpus."""
 import hashlib
 import json
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 
 import fastcredit
 from fastcredit.app import cli, data, lm, reproduce
+from datasets import installed_or_skip
 
 FORTUNES = data.TEXT_REGISTRY["fortunes"]
 TINY = dict(vocab=data.OTHER + 1, context=8, width=16, layers=2, heads=2)
@@ -94,14 +94,8 @@ def test_a_missing_corpus_names_the_package_to_install(corpus_dir, tmp_path):
 
 
 def _require_fortunes():
-    """Skip when Debian's fortunes is not installed, unless $FASTCREDIT_REQUIRE_FORTUNES=1
-    (set by .ci/run where apt can install it): then its absence is a failure."""
-    try:
-        return data.load_text("fortunes")
-    except data.DatasetNotFoundError as error:
-        if os.environ.get("FASTCREDIT_REQUIRE_FORTUNES") == "1":
-            pytest.fail(f"FASTCREDIT_REQUIRE_FORTUNES=1 but {error}")
-        pytest.skip("fortunes not installed (apt-get install fortunes)")
+    return installed_or_skip(lambda: data.load_text("fortunes"), "FASTCREDIT_REQUIRE_FORTUNES",
+                             "fortunes")
 
 
 def test_required_fortunes_fails_instead_of_skipping(monkeypatch, tmp_path):
@@ -110,9 +104,6 @@ def test_required_fortunes_fails_instead_of_skipping(monkeypatch, tmp_path):
                         replace(FORTUNES, system_dir=tmp_path / "none"))
     monkeypatch.setenv("FASTCREDIT_REQUIRE_FORTUNES", "1")
     with pytest.raises(pytest.fail.Exception, match="apt-get install fortunes"):
-        _require_fortunes()
-    monkeypatch.delenv("FASTCREDIT_REQUIRE_FORTUNES")
-    with pytest.raises(pytest.skip.Exception):
         _require_fortunes()
 
 
@@ -260,9 +251,9 @@ def test_reproduce_refuses_an_image_dataset_for_the_language_model(capsys):
         reproduce.run("transformer-lm", dataset="mnist")
 
 
-def test_the_corpus_files_are_the_packages_plain_text_files():
-    if not FORTUNES.system_dir.is_dir():
-        pytest.skip("fortunes not installed")
+def test_the_registry_lists_every_plain_text_file_of_debian_fortunes(monkeypatch):
+    monkeypatch.delenv("FASTCREDIT_DATA", raising=False)
+    _require_fortunes()
     listed = {p.name for p in Path(FORTUNES.system_dir).iterdir()
               if p.suffix not in (".dat", ".u8") and not p.is_symlink()}
     assert listed == set(FORTUNES.files)
