@@ -155,6 +155,13 @@ def test_evaluation_scores_every_next_character_once(length):
     assert result["accuracy"] == accuracy and result["characters"] == length - 1
 
 
+def test_the_bigram_reference_is_add_one_smoothed_counts():
+    train, test = torch.tensor([0, 1, 0, 1, 2]), torch.tensor([0, 1, 2, 2])
+    # P(1|0) = (2+1)/(2+3), P(2|1) = (1+1)/(2+3), P(2|2) = (0+1)/(0+3)
+    want = -(math.log(3 / 5) + math.log(2 / 5) + math.log(1 / 3)) / 3
+    assert lm.bigram_nats(train, test, 3) == pytest.approx(want, rel=1e-12)
+
+
 def test_training_windows_cover_each_character_after_the_offset_once():
     stream = torch.arange(30)
     w = lm.windows(stream, 8, offset=3)
