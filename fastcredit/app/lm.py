@@ -136,7 +136,9 @@ def train(config: TrainConfig, model: nn.Module, corpus: datasets.TextDataset, c
         offset = int(torch.randint(context, (), generator=generator))
         batches = windows(corpus.train, context, offset)
         order = torch.randperm(len(batches), generator=generator).split(config.batch_size)
-        count = len(order) if config.max_steps is None else min(len(order), config.max_steps - steps)
+        count = len(order)
+        if config.max_steps is not None:
+            count = min(count, config.max_steps - steps)
         progress = _EpochProgress(count, f"{config.method} epoch {epoch}", config.progress)
         losses = torch.zeros(count, dtype=torch.float64)
         correct = seen = 0
