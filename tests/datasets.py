@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
@@ -17,3 +18,16 @@ def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
     data = load_digits()
     return data.x_train.flatten(1), data.y_train, data.x_test.flatten(1), data.y_test
+
+
+def installed_or_skip(load, variable: str, package: str):
+    """``load()``'s result; when it raises DatasetNotFoundError, skip the test, unless
+    ``$variable`` is 1 (set by .ci/run where apt can install ``package``): then fail it."""
+    from fastcredit.app.data import DatasetNotFoundError
+
+    try:
+        return load()
+    except DatasetNotFoundError as error:
+        if os.environ.get(variable) == "1":
+            pytest.fail(f"{variable}=1 but {error}")
+        pytest.skip(f"{package} not installed (apt-get install {package})")

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from fastcredit.app import data, train
+from datasets import installed_or_skip
 
 
 def _cli(*args, cwd=None):
@@ -274,12 +275,8 @@ def test_lenet_on_small_images_is_refused_before_any_method_trains(tmp_path):
 def _fashion_mnist_or_skip():
     """Skip when Fashion-MNIST is not installed, unless $FASTCREDIT_REQUIRE_FASHION_MNIST=1
     (set by .ci/run where apt can install it): then its absence is a failure."""
-    try:
-        data.load_idx("fashion-mnist")
-    except data.DatasetNotFoundError as error:
-        if os.environ.get("FASTCREDIT_REQUIRE_FASHION_MNIST") == "1":
-            pytest.fail(f"FASTCREDIT_REQUIRE_FASHION_MNIST=1 but {error}")
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    installed_or_skip(lambda: data.load_idx("fashion-mnist"),
+                      "FASTCREDIT_REQUIRE_FASHION_MNIST", "dataset-fashion-mnist")
 
 
 @pytest.mark.parametrize("method", ["fa", "dfa"])

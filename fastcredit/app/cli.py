@@ -177,9 +177,9 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     """Where the data comes from and whether progress is shown: train's and reproduce's."""
     parser.add_argument("--data-dir", default=None,
-                        help="directory holding <dataset>/ sub-directories of idx files, or "
-                             "the idx files themselves (default: the search path in "
-                             "docs/cli.md)")
+                        help="directory holding <dataset>/ sub-directories of idx files (or "
+                             "of a text corpus's files), or those files themselves (default: "
+                             "the search path in docs/cli.md)")
     parser.add_argument("--download", action="store_true",
                         help="download a missing dataset (checksums verified)")
     parser.add_argument("--no-progress", action="store_true",
@@ -259,12 +259,14 @@ def _parser() -> _Parser:
                        help="run only the runs whose id contains TEXT (default: every run)")
     again.add_argument("--seed", type=_seed, default=0,
                        help="seeds the initial weights, feedback matrices and data order")
-    again.add_argument("--dataset", choices=data.DATASETS, default=None,
-                       help="replace every run's dataset: no longer the published experiment "
-                            "(default: each run's own)")
+    again.add_argument("--dataset", choices=(*data.DATASETS, *data.TEXT_CORPORA), default=None,
+                       help="replace every run's dataset (an image dataset, or a text corpus "
+                            "for transformer-lm): no longer the published experiment (default: "
+                            "each run's own)")
     again.add_argument("--epochs", type=_positive_int, default=None,
-                       help="replace every run's number of epochs: a schedule between the short "
-                            "and the published one (default: each run's own)")
+                       help="replace every run's number of epochs (transformer-lm: passes over "
+                            "the training characters): a schedule between the short and the "
+                            "published one (default: each run's own)")
     again.add_argument("--max-steps", type=_positive_int, default=None,
                        help="stop every run after this many steps, for smoke tests (default: "
                             "no limit)")
@@ -320,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         if not any(args.only in run_id for run_id in ids):
             parser.error(f"argument --only: {args.only!r} matches no run of {args.name} "
                          f"(runs: {', '.join(ids)})")
+    if args.command == "reproduce" and args.dataset is not None:
+        accepted = reproduce.REPRODUCTIONS[args.name].task.datasets
+        if args.dataset not in accepted:
+            parser.error(f"argument --dataset: {args.name} trains on one of "
+                         f"{', '.join(accepted)}, not {args.dataset}")
     try:
         return args.run(args)
     except KeyboardInterrupt:

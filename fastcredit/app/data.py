@@ -6,6 +6,11 @@ Lookup order for a dataset's idx files (gzipped or raw): an explicit ``data_dir`
 ``${XDG_CACHE_HOME:-~/.cache}/fastcredit/<name>``. ``download=True`` fetches missing files into
 the cache and accepts them only if the decompressed bytes match the SHA-256 recorded below.
 ``digits`` (scikit-learn's 8x8 digits, inside its wheel) is always available.
+
+Text corpora for language modelling (:func:`load_text`): ``fortunes``, the fortune-mod data
+files of Debian's ``fortunes`` and ``fortunes-min`` packages, found in ``data_dir``,
+``$FASTCREDIT_DATA`` or ``/usr/share/games/fortunes`` and always checked against the SHA-256 of
+each file recorded below.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -154,15 +160,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastcredit"
 
 
-def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Directories searched for ``name``'s idx files, in order."""
+def search_dirs(name: str, data_dir: str | os.PathLike | None = None,
+                system: Path | None = None) -> list[Path]:
+    """Directories searched for ``name``'s files, in order; ``system`` replaces the Debian
+    location ``/usr/share/datasets/<name>`` (a text corpus's package installs elsewhere)."""
     dirs = []
     if data_dir is not None:
         dirs += [Path(data_dir) / name, Path(data_dir)]
     if os.environ.get("FASTCREDIT_DATA"):
         env = Path(os.environ["FASTCREDIT_DATA"])
         dirs += [env / name, env]
-    dirs += [Path("/usr/share/datasets") / name, cache_dir() / name]
+    dirs += [system or Path("/usr/share/datasets") / name, cache_dir() / name]
     return dirs
 
 
@@ -368,3 +376,168 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     with opener(path, "wb") as f:
         shutil.copyfileobj(io.BytesIO(idx_bytes(array)), f)
     return path
+
+
+# --- text corpora ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """A text corpus a package ships: where it comes from, under which license, and the exact
+    files (name -> SHA-256 of its bytes) that make it up."""
+
+    name: str
+    packages: str  # what to install, as apt-get takes it
+    version: str
+    license: str
+    system_dir: Path  # where the package installs the files
+    files: dict[str, str]
+
+
+# Debian's fortunes 1:1.99.1-7.3 and fortunes-min 1:1.99.1-7.3 (its dependency, which ships
+# "fortunes", "literature" and "riddles"): the plain-text cookie files only; the .dat files are
+# fortune(6)'s indexes and the .u8 names are symlinks to the same files. License (both
+# packages' /usr/share/doc/*/copyright): BSD, Copyright (c) 1991 The Regents of the University
+# of California (the 4.4BSD licence with its advertising clause deleted). Hashes computed here
+# from the installed packages.
+TEXT_REGISTRY = {
+    "fortunes": TextCorpus(
+        "fortunes", "fortunes", "1:1.99.1-7.3",
+        "BSD (Copyright (c) 1991 The Regents of the University of California; "
+        "/usr/share/doc/fortunes/copyright)",
+        Path("/usr/share/games/fortunes"),
+        {
+            "art": "600b8197bc994fd4fcbb623aa5e700629540af44f044d4907886bd1031f160ce",
+            "ascii-art": "818d0967629e0cd48b69c4b7e93645a7f80bba99ed4f1cd668f42b3d174b7431",
+            "computers": "a86be224d9f733b88eeaf8a46ea0427e05cc69c69edcf5f6db47ddf561ca37fd",
+            "cookie": "5dc97eee96dcc5287c373be629482730d45f77b59da1287933c9c5f482a055eb",
+            "debian": "491dd04bf909b64152bcb554b9bc88df0ca50c0dc676d74d10742bf38aaa50de",
+            "definitions": "57be4744c353d931fa2ca95f50215d4b67539f5a527ae628a6441fb4a1258caa",
+            "disclaimer": "c085d66ea68686d5e28852cef77c3eeb3640895c5647b148deeaaada2c07fa7b",
+            "drugs": "a5a59ee8b0e1fd3085a38dfa29149fe9a2c8d7f256b74aea71aa2cc08a9990c1",
+            "education": "ba13321d6d6beb7a6e65296a47450bfc87b24a319fff2e94762011b59a31aa35",
+            "ethnic": "61695cb9b60dbee91755027da1fa4f850f4c6386ff38197a48e4ff1696385e19",
+            "food": "78077a65b9288df71e7b2a8e8258cd3b1005d1282f7c7e57ad53927f374df45d",
+            "fortunes": "8819e6b83bacd6b7e8a4a2483f41e126b3b4b3ef8cd2aca907a53b163f082fd5",
+            "goedel": "9d447862c803f22cdf7bb26cb70cca1a7f8a2a7992f2793ddcb43cfcf3302ab0",
+            "humorists": "ffdf67e1f4049133bf904b769c364de45e5ae0abfb3ea7c9afb54b87b89acfc4",
+            "kids": "82e51834990afd36f2ea2f25864b368e2f44f9c761aba034035b26061de6d5be",
+            "knghtbrd": "c25e8373b38a6f159a7b1d336f363d5c962224a6ddcc86279dec47aad3c869b3",
+            "law": "f04141f94e788b7899e0adb0490d182ce711f8fdbb8252343a5257e717e9279d",
+            "linux": "85b0e5eadf7adeea77da4e1fbd456c962ce3bd1dabbd053098ecf37de9169cf3",
+            "linuxcookie": "4f75959924ae5bb1955c30a5c985e641ec17cd5ebb7453d839f94b1988331202",
+            "literature": "22eab7d53ce994d0466901bb0d799ae3289603e17dc0bdb7f16666931155c5a5",
+            "love": "4d4fb7c540e5500e44643524dae41dd7d2b21b80be184253fd9f8541f6029fc5",
+            "magic": "b9553a1d84d966db55a24a779206cc4565bf3686c9ecbc31215f654129e3166e",
+            "medicine": "18b8c7b098e649024159c9d9f3e37a0832bbd2d5cf3e2317b313134761afd487",
+            "men-women": "8fc4eb68a8d16826372d9bfdc910c8ab917b8aa59e2aac533f3ec2b49a1314ba",
+            "miscellaneous": "e3d81fd016f9f84a70ecb9aa197c4911aca01a8034e49345b81093f6751bba9c",
+            "news": "4b8eebae510353d6f628dfdaf52bf8cbdafb891a122b146421c805b74f389617",
+            "paradoxum": "85228975016fe975065eaf0baf55980d32d26f9e2fa99f69da4696d11ac02036",
+            "people": "2afb4b9f577be114d2dca279bc5590ee8415e1405295d7d7626c888d82f338e8",
+            "perl": "b19145eadf97c31add2e0a199d93ffa0eb92e00275c2724b7ad6b4e412113536",
+            "pets": "084472564bc55df566733a224f8a737d78717132ec43628be0c2af466ac41ecc",
+            "platitudes": "88448274efec3d2c0908cc11525c9b065b95a32c232a2c58c67a87dd88545ee5",
+            "politics": "b56ca45a046edd5c459090a5c6b335332661b436e814b41ac87bb58065ad6131",
+            "pratchett": "48410754f1b2091f418ac27421d2764628b23c91427b12809031cf2b39be5b0e",
+            "riddles": "bcaaab907b156a18a8943f0768828b4f1a18d382497d0e2ef012fe6aaa27becc",
+            "science": "7ab350b142ee6c70c1d8517c5a1b3790c09b190a62859427cad98e6e35a19fcc",
+            "songs-poems": "eb714d297b468da91b6ca32baefb000279a3e3740b09f8a87db24fe58e010b1a",
+            "sports": "b71dd524d7bca888ec1014fb849a8a15cf58017c59127e572d393ef7632c35c8",
+            "startrek": "7b2e4c235b99452b2de4c47d67aae0faac2ea508a2d644609e4ef5db7653c39c",
+            "tao": "4adddc35a122bb233a16c076abc0be0326ea3a68594146a6baee3b5f6489e12b",
+            "translate-me": "a183879cf46ee4a6176f6b9f0f31adb6abfc6333b64f8fbebeba57017c81e12e",
+            "wisdom": "9b0bd6b9331a68c9172219784a411c417c055ed69734edc7b4406795b87d4e94",
+            "work": "ad8a0e104160e2c4782fa86e143cd60ffab2872985d4293ffd0af6df19dbfa28",
+            "zippy": "b996a112c99a2d61782e1a9a1f3c5445122f18ac312485f2c78279e82ca33932",
+        },
+    ),
+}
+TEXT_CORPORA = tuple(TEXT_REGISTRY)
+
+# The character vocabulary: tab, newline and printable ASCII; every other byte (the few
+# UTF-8 sequences, the backspaces of old overstruck underlining, BEL) is one "other" id.
+VOCABULARY = "\t\n" + "".join(chr(c) for c in range(32, 127))
+OTHER = len(VOCABULARY)
+_BYTE_IDS = np.full(256, OTHER, dtype=np.int64)
+_BYTE_IDS[[ord(c) for c in VOCABULARY]] = np.arange(OTHER)
+TEST_SHARE = 10  # one entry in TEST_SHARE (by the entry's hash) goes to the test split
+SEPARATOR = b"%\n"  # fortune(6)'s entry separator line, kept as an end-of-entry token
+
+
+@dataclass
+class TextDataset:
+    """A character-level corpus split by entries: ``train`` [N] and ``test`` [M] int64 ids
+    into ``vocabulary`` (id ``len(vocabulary)`` is every other byte), each the split's
+    entries in corpus order, each entry followed by the separator line ``%``."""
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    vocabulary: str
+    source: str = ""
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary) + 1
+
+
+def encode(text: bytes) -> torch.Tensor:
+    """Bytes -> [len(text)] int64 ids into VOCABULARY (OTHER for any byte outside it)."""
+    return torch.from_numpy(_BYTE_IDS[np.frombuffer(text, dtype=np.uint8)])
+
+
+def decode(ids: torch.Tensor) -> str:
+    """Ids -> text (OTHER shown as U+FFFD)."""
+    return "".join(VOCABULARY[i] if i < OTHER else "\ufffd" for i in ids.tolist())
+
+
+def fortune_entries(text: bytes) -> list[bytes]:
+    """The entries of a fortune file: the text between lines holding only ``%`` (a missing
+    final separator is allowed), each ending in a newline; empty entries are dropped."""
+    return [entry if entry.endswith(b"\n") else entry + b"\n"
+            for entry in re.split(rb"(?m)^%(?:\n|\Z)", text) if entry.strip()]
+
+
+def in_test_split(entry: bytes) -> bool:
+    """Whether ``entry`` belongs to the test split: decided by its own SHA-256, so the split
+    does not depend on file order and identical entries (some fortunes repeat across files)
+    never straddle it."""
+    return int.from_bytes(hashlib.sha256(entry).digest()[:8], "big") % TEST_SHARE == 0
+
+
+def load_text(name: str = "fortunes", data_dir: str | os.PathLike | None = None) -> TextDataset:
+    """The corpus ``name`` (one of TEXT_CORPORA) as character ids, split train / test by
+    entry (about 1 entry in TEST_SHARE to test, see :func:`in_test_split`).
+
+    Each registered file is looked for in ``data_dir``, ``$FASTCREDIT_DATA`` (each as
+    ``<dir>/<name>`` then ``<dir>``) and the package's own directory, and must match its
+    registered SHA-256. Raises DatasetNotFoundError (naming the package to install) when a
+    file is missing, ChecksumError (a DataError) when one differs."""
+    if name not in TEXT_REGISTRY:
+        raise ValueError(f"unknown text corpus {name!r}; expected one of {TEXT_CORPORA}")
+    corpus = TEXT_REGISTRY[name]
+    dirs = search_dirs(name, data_dir, corpus.system_dir)
+    splits: dict[bool, list[bytes]] = {False: [], True: []}
+    folders = set()
+    for file_name, sha256 in corpus.files.items():
+        path = _find_file(dirs, file_name)
+        if path is None:
+            raise DatasetNotFoundError(
+                f"text corpus '{name}': {file_name} not found in "
+                f"{', '.join(str(d) for d in dirs)}; to get it: on Debian/Ubuntu: sudo apt-get "
+                f"install {corpus.packages} (version {corpus.version}); or pass the directory "
+                f"holding its files (data_dir= / --data-dir) or set $FASTCREDIT_DATA")
+        raw = _file_bytes(path)
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != sha256:
+            raise ChecksumError(
+                f"{path}: SHA-256 {digest} is not the registered one of '{name}' "
+                f"({corpus.packages} {corpus.version})")
+        folders.add(str(path.parent))
+        for entry in fortune_entries(raw):
+            splits[in_test_split(entry)].append(entry + SEPARATOR)
+    source = ", ".join(sorted(folders))
+    if folders == {str(corpus.system_dir)}:
+        source += f" (Debian's {corpus.packages} {corpus.version})"
+    return TextDataset(name, encode(b"".join(splits[False])), encode(b"".join(splits[True])),
+                       VOCABULARY, source)
