@@ -204,7 +204,7 @@ def _freeze_all_but_head(model: nn.Module, head: nn.Module | None = None) -> nn.
     """The readout-only control: only ``head`` (default: the model's last module) trains."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    for parameter in (head or list(model)[-1]).parameters():
+    for parameter in (list(model)[-1] if head is None else head).parameters():
         parameter.requires_grad_(True)
     return model
 
