@@ -78,7 +78,7 @@ class Layout:
         rows_out = p.shape[0]
         k = self.rows // rows_out if rows_out else 0
         if k == 1 and self.positions == 1 and self.batch_dims == (0,):  # [N, *features]
-            return p.view(self.shape)
+            return p.reshape(self.shape)  # a view of a contiguous p
         if k * self.positions > 1:
             p = p * (1.0 / math.sqrt(k * self.positions))
         order = self._order
