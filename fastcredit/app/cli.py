@@ -216,7 +216,8 @@ def _parser() -> _Parser:
                      help=f"one or several of {' '.join(train.METHODS)}, see docs/methods.md "
                           "(default: bp)")
     run.add_argument("--model", choices=train.MODELS, default="mlp",
-                     help="mlp (2 tanh hidden layers), lenet (images >= 16x16), convnet or resnet (see docs/cli.md)")
+                     help="mlp (2 tanh hidden layers), lenet (images >= 16x16), convnet or "
+                          "resnet (see docs/cli.md)")
     run.add_argument("--dataset", choices=("auto", *data.DATASETS), default="auto",
                      help="auto: Fashion-MNIST if installed, else sklearn digits")
     run.add_argument("--epochs", type=_positive_int, default=1,
