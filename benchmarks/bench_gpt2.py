@@ -8,7 +8,7 @@ the FLOP floor: the step's GEMM/attention/projection FLOPs over backprop's (coun
 ``fastcredit bench``'s counter), the ratio the method would reach if FLOPs were all. Run:
 
     python benchmarks/bench_gpt2.py [--methods bp fa dfa] [--rounds 5] [--threads 1]
-        [--vocab 8192] [--dfa-feedback shared]
+        [--vocab 8192] [--dfa-feedback shared] [--dfa-error-at head_input]
 
 Needs transformers. Numbers depend on the machine and its load: say both where you quote them.
 """
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--dfa-feedback", choices=["seeded", "stored", "shared"],
                         help="DFAOutput's feedback for dfa (default: convert's)")
+    parser.add_argument("--dfa-error-at", choices=["output", "head_input"],
+                        help="convert's error_at for dfa (default: convert's, the logits)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,11 +60,13 @@ def main() -> None:
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     plain = transformers.GPT2LMHeadModel(config).to(args.device)
     models = {}
+    dfa_options = {k: v for k, v in (("feedback", args.dfa_feedback),
+                                     ("error_at", args.dfa_error_at)) if v}
     for method in args.methods:
         # "bp" here is the plain model: no fastcredit layer at all
         options = {"seed": 0}
-        if method == "dfa" and args.dfa_feedback:
-            options["feedback"] = args.dfa_feedback
+        if method == "dfa":
+            options.update(dfa_options)
         model = copy.deepcopy(plain) if method == "bp" else fastcredit.convert(
             plain, method, copy=True, **options)
         models[method] = (model, torch.optim.SGD(model.parameters(), lr=1e-3))
@@ -84,12 +88,12 @@ def main() -> None:
     print(f"GPT-2 {args.layers} layers, width {args.width}, {args.heads} heads, sequence "
           f"{args.tokens}, batch {args.batch}, vocabulary {args.vocab}; {args.device}, "
           f"{args.threads} thread(s); median over {args.rounds} rounds of each round's fastest "
-          f"of {args.steps} steps")
+          f"of {args.steps} steps; dfa options {dfa_options or 'convert defaults'}")
     base = statistics.median(times["bp"]) if "bp" in times else None
     flops = {m: step_costs(lambda m=m: _step(*models[m], tokens))[0] for m in models}
     for method, values in times.items():
         median = statistics.median(values)
-        ratio = (f"  {median / base:.2f}x bp, FLOP floor {flops[method] / flops['bp']:.3f}"
+        ratio = (f"  {median / base:.3f}x bp, FLOP floor {flops[method] / flops['bp']:.3f}"
                  if base else "")
         print(f"  {method:>4}: {1e3 * median:8.1f} ms/step (rounds: "
               f"{', '.join(f'{1e3 * v:.0f}' for v in values)}){ratio}")

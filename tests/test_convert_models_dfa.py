@@ -217,6 +217,56 @@ def test_dfa_names_the_way_to_place_points_by_hand_where_it_finds_no_block():
                            sublayers=True)
 
 
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_error_at_head_input_projects_the_gradient_at_the_vocabulary_projection(name):
+    """error_at="head_input" (Launay et al. 2020's LM placement): the output op sits on the
+    head's input, whose true gradient e' [N, T, D] (through GPT-2's tied head) is what every
+    point projects; the last block (GPT-2's second block and ln_f) gets e' B_l. float64."""
+    model = fastcredit.convert(_model(name), "dfa", seed=1, error_at="head_input").double()
+    assert sorted(_hosts(model)) == sorted(POINTS[name])
+    points = dfa_points(model)
+    output = points[0].output
+    head = model.lm_head if name == "gpt2" else model.head
+    seen = {}
+    head.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    last = model.transformer.ln_f if name == "gpt2" else model.decoder.layers[1]
+    last.register_forward_pre_hook(lambda m, args, kwargs: seen.update(args=args, kwargs=kwargs),
+                                   with_kwargs=True)
+    tokens, labels = _batch(name)
+    loss = _loss(name, model, tokens, labels)
+    seen["x"].retain_grad()
+    loss.backward()
+    assert output.num_outputs == 16 and output.batch_dims == (0, 1)
+    e = seen["x"].grad
+    assert e.shape == (4, TOKENS, 16) and e.abs().sum() > 0
+    b = points[-1].feedback_matrix(dtype=torch.float64)  # [16, 16]
+    signal = e @ b
+    params = list(last.parameters())
+    args, kwargs = torch.utils._pytree.tree_map_only(
+        torch.Tensor, torch.Tensor.detach, (seen["args"], seen["kwargs"]))
+    with fastcredit.nn.mode.backprop():
+        h = last(*args, **kwargs)
+    for p, want in zip(params, torch.autograd.grad(h, params, signal, allow_unused=True)):
+        torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-12)
+    (entry,) = [e for e in model.conversion_report.converted if "DFAOutput" in e.note]
+    assert "on its input" in entry.note and "Launay" in entry.note
+
+
+def test_error_at_head_input_refuses_what_it_cannot_do():
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 5))
+    with pytest.raises(ValueError, match="error_at.*'logits'"):
+        fastcredit.convert(net, "dfa", error_at="logits", copy=True)
+    with pytest.raises(ValueError, match="signal='error' only, not 'sign'"):
+        fastcredit.convert(net, "dfa", error_at="head_input", signal="sign", copy=True)
+    with pytest.raises(ValueError, match="in_features 8, got 5"):
+        fastcredit.convert(net, "dfa", error_at="head_input", num_outputs=5, copy=True)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Conv2d(2, 3, 3))
+    with pytest.raises(ValueError, match="needs a Linear head, got Conv2d"):
+        fastcredit.convert(conv, "dfa", error_at="head_input", num_outputs=3)
+    model = fastcredit.convert(net, "dfa", error_at="head_input", num_outputs=8)
+    assert dfa_points(model)[0].output.num_outputs == 8
+
+
 @pytest.mark.parametrize("name,culprit", [("gpt2", "Conv1D"), ("lstm", "LSTM"),
                                           ("decoder", "MultiheadAttention")])
 def test_lra_names_a_module_it_cannot_handle(name, culprit):

@@ -186,26 +186,37 @@ def test_the_fa_family_leaves_only_embeddings_and_norms_to_backprop(method):
                 assert type(module).__module__.startswith("fastcredit.nn"), (name, key)
 
 
-def test_dfa_puts_one_point_per_block_and_sends_each_token_its_projected_error():
+@pytest.mark.parametrize("error_at", ["output", "head_input"])
+def test_dfa_puts_one_point_per_block_and_sends_each_token_its_projected_error(error_at):
     """grad of block 0's weights = autograd through block 0 alone of e B_0, e the per-token
-    output error [N, T, V] (rows (0, 1)); float64."""
-    model = _converted("dfa", seed=2).double()
+    error (rows (0, 1)): by default the logits' [N, T, V], with error_at="head_input" the
+    gradient at the head's input [N, T, D] (Launay et al. 2020's placement); float64."""
+    model = _converted("dfa", seed=2, error_at=error_at).double()
     report = model.conversion_report
     assert list(report.blocks) == ["blocks.layers.0", "norm", "output"]  # the last point
     assert report.blocks["output"] == ["head"]  # follows the final norm, before the head
+    (head,) = [e for e in report.converted if e.path == "head"]
+    assert ("on its input" in head.note) == (error_at == "head_input")
     layer = model.blocks.layers[0]
-    inputs = {}
+    inputs, seen = {}, {}
     layer.register_forward_pre_hook(lambda m, args, kwargs: inputs.update(x=args[0], **kwargs),
                                     with_kwargs=True)
+    model.head.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
     tokens = torch.randint(TINY["vocab"], (3, 8), generator=torch.Generator().manual_seed(1))
     logits = model(tokens)
     logits.retain_grad()
+    if error_at == "head_input":
+        seen["x"].retain_grad()
     F.cross_entropy(logits.flatten(0, 1), tokens.roll(-1, 1).flatten()).backward()
+    e = logits.grad if error_at == "output" else seen["x"].grad
+    if error_at == "head_input":  # the true gradient at the head's input
+        torch.testing.assert_close(e, logits.grad @ model.head.weight, rtol=1e-12, atol=1e-14)
     assert model.head.dfa_output.batch_dims == (0, 1)
+    assert model.head.dfa_output.num_outputs == e.shape[-1]
     point = layer.dfa_point
     assert point.batch_dims == (0, 1) and point.features == TINY["width"]
-    b = point.feedback_matrix(dtype=torch.float64)  # [V, D]
-    signal = (logits.grad.flatten(0, 1) @ b).view(3, 8, TINY["width"])
+    b = point.feedback_matrix(dtype=torch.float64)  # [C, D]
+    signal = (e.flatten(0, 1) @ b).view(3, 8, TINY["width"])
     params = [layer.linear1.weight, layer.self_attn.in_proj_weight, layer.norm1.weight]
     with fastcredit.nn.mode.backprop():
         h = layer(inputs.pop("x").detach(), **inputs)
@@ -234,17 +245,17 @@ def test_every_run_trains_three_steps_with_finite_loss(corpus_dir, tmp_path):
 def test_epochs_are_passes_over_the_training_characters(corpus_dir, tmp_path):
     folder, _ = corpus_dir
     corpus = data.load_text("fortunes", folder)
-    results = reproduce.run("transformer-lm", out=tmp_path, only="dfa", epochs=2, threads=1,
-                            data_dir=str(folder), log=lambda *_: None)
+    results = reproduce.run("transformer-lm", out=tmp_path, only="dfa-head-input", epochs=2,
+                            threads=1, data_dir=str(folder), log=lambda *_: None)
     (row,) = results["runs"]
-    epochs = json.loads((tmp_path / "dfa" / "metrics.json").read_text())["epochs"]
+    epochs = json.loads((tmp_path / "dfa-head-input" / "metrics.json").read_text())["epochs"]
     steps = [epochs[0]["steps"], epochs[1]["steps"] - epochs[0]["steps"]]
     # each epoch: the windows from an offset below the context, in batches of 32
     windows = (len(corpus.train) - 1) // reproduce.LM_CONTEXT
     assert set(steps) <= {math.ceil((windows - 1) / 32), math.ceil(windows / 32)}
     assert row["epochs"] == 2 and row["steps"] == sum(steps)
     table = (tmp_path / "results.md").read_text()
-    assert "| dfa | dfa | fortunes | 2 (" in table and "test perplexity/char" in table
+    assert "| dfa-head-input | dfa | fortunes | 2 (" in table and "test perplexity/char" in table
     assert f"{lm.perplexity(row['test_nats']):.3f}" in table
 
 

@@ -373,6 +373,12 @@ def _lm_runs(full: bool) -> list[Run]:
     return [
         *(Run(method, replace(config, method=method), build=_char_transformer(),
               info={"role": roles.get(method, "method")}) for method in LM_METHODS),
+        # Launay et al. 2020's own LM code projects the error at the vocabulary projection's
+        # input, not the logits' (its --dfa_after_vocab flag off).
+        Run("dfa-head-input", replace(config, method="dfa",
+                                      method_options={"error_at": "head_input"}),
+            build=_char_transformer(),
+            info={"role": "method: the error at the head's input (Launay 2020's LM placement)"}),
         Run("readout", config, build=_char_transformer(readout=True),
             info={"role": "control: only the head trains"}),
     ]
@@ -476,7 +482,7 @@ REPRODUCTIONS = {
             lambda full: ("full: 20 epochs, lr /10 after 15" if full else "short: 3 epochs")
             + f" (an epoch: one pass over the training characters), Adam lr 1e-3, batch 32 "
               f"windows of {LM_CONTEXT} characters, 2 pre-norm blocks, width 64, 4 heads, "
-              "DFA: one point per block",
+              "DFA: one point per block (dfa-head-input: the error at the head's input)",
             (("role", lambda r: r["role"]),),
             LANGUAGE_MODEL),
     )

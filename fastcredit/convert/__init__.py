@@ -62,11 +62,16 @@ The model is changed in place and returned; its report is the returned model's
   ordered so that the output's rows come first: a sequence-first ``[T, N, D]`` under a
   pooled ``[N, C]`` gets ``(1, 0)``); under a pooled output each example's feedback row is
   spread over its tokens, divided by sqrt(T). Conv points keep the output's dims (dense
-  feedback over the map). Boundaries with no weight layer after them are ignored. The output block (everything after
-  the last boundary) must hold exactly one Linear/Conv layer, the head, whose output the
-  :class:`~fastcredit.nn.DFAOutput` follows; ``num_outputs`` defaults to the head's
-  ``out_features``. A boundary module called several times in one forward gets feedback
-  at every call; each call of the converted model starts a new forward.
+  feedback over the map). Boundaries with no weight layer after them are ignored. The
+  output block (everything after the last boundary) must hold exactly one Linear/Conv
+  layer, the head, whose output the :class:`~fastcredit.nn.DFAOutput` follows;
+  ``num_outputs`` defaults to the head's ``out_features``. ``error_at="head_input"`` (a
+  Linear head, ``signal="error"``) puts the ``DFAOutput`` on the head's input instead, as
+  Launay et al. 2020's language-model code does (before the vocabulary projection): the
+  error projected is then the true gradient at the head's input, ``e W`` ``[rows,
+  in_features]``, so the projections cost ``in_features`` rather than the vocabulary per
+  row. A boundary module called several times in one forward gets feedback at every call;
+  each call of the converted model starts a new forward.
 * ``"lra"``: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` becomes an LRA block holding the
   same W and b (E is drawn as the blocks draw it); the last Linear (in module order) must
   produce the logits of a softmax cross-entropy loss and becomes an
@@ -112,9 +117,10 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
     :class:`~fastcredit.nn.DFAOutput`'s ``num_outputs``, ``feedback``, ``normalization``,
     ``dist``, ``scale``, ``signal`` ("error" or "sign"), ``batch_dims``, ``seed``,
     ``error_scale`` and ``preset`` (e.g. ``preset="launay2019"``), the points' ``spatial``,
-    ``placement`` (``"before_weights"`` or ``"after_activation"``) and ``sublayers`` (bool;
-    all above). lra takes ``beta``, ``gamma``, ``error``, ``use_fprime``, ``surrogate``,
-    ``refine_steps``, ``clip_direction``, ``clip_update``, ``feedback_std`` and the output's
+    ``placement`` (``"before_weights"`` or ``"after_activation"``), ``sublayers`` (bool) and
+    ``error_at`` (``"output"`` or ``"head_input"``; all above). lra takes ``beta``,
+    ``gamma``, ``error``, ``use_fprime``, ``surrogate``, ``refine_steps``,
+    ``clip_direction``, ``clip_update``, ``feedback_std`` and the output's
     ``loss_reduction``.
     """
     check_choice("method", method, METHODS)

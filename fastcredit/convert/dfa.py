@@ -1,5 +1,5 @@
 """``convert`` for DFA: find the hidden blocks, attach a point after each and the output op
-after the head, as forward hooks (no state-dict key moves)."""
+after the head (or on its input), as forward hooks (no state-dict key moves)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from ._common import (
 from .fa import is_transformers_conv1d
 
 OPTIONS = ("num_outputs", "feedback", "normalization", "dist", "scale", "signal", "batch_dims",
-           "seed", "spatial", "error_scale", "preset", "placement", "sublayers")
+           "seed", "spatial", "error_scale", "preset", "placement", "sublayers", "error_at")
 PLACEMENTS = ("before_weights", "after_activation")
+ERROR_AT = ("output", "head_input")
 RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
 # Modules with weight matrices besides the Linear/Conv layers a head can be: they make a
 # module a block, and an RNN (its own nonlinearity inside) is a block by itself.
@@ -104,24 +105,52 @@ def _token_dims(shape: torch.Size, rows: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(first + [d for d in dims if d not in first])
 
 
-def _through_output(module: nn.Module, inputs, output):
-    """Forward hook of the head: its output goes through the DFA output op. With automatic
-    token dims (a Linear head, no ``batch_dims`` given) every dim of the output but the last
-    indexes rows (causal-LM logits [N, T, V]: (0, 1)), and so does every dim but the last
-    of a sequence point's tensor, ordered to line up with the output's rows."""
+def _to_output(module: nn.Module, value):
+    """``value`` (the head's output, or its input for ``error_at="head_input"``) through the
+    head's DFA output op. With automatic token dims (a Linear head, no ``batch_dims`` given)
+    every dim of ``value`` but the last indexes rows (causal-LM logits [N, T, V]: (0, 1)),
+    and so does every dim but the last of a sequence point's tensor, ordered to line up with
+    ``value``'s rows."""
     dfa = module.dfa_output
-    if getattr(module, "_dfa_token_dims", False) and isinstance(output, torch.Tensor):
-        dims = tuple(range(output.dim() - 1))
+    if getattr(module, "_dfa_token_dims", False) and isinstance(value, torch.Tensor):
+        dims = tuple(range(value.dim() - 1))
         if dfa.batch_dims != dims:  # nn.Module.__setattr__ is slow: set on change only
             dfa.batch_dims = dims
-        rows = tuple(output.shape[:-1])
+        rows = tuple(value.shape[:-1])
         for index, h in dfa._tape:
             point = dfa.points[index]
             if getattr(point, "_dfa_tokens", False):
                 dims = _token_dims(h.shape, rows)
                 if point.batch_dims != dims:
                     point.batch_dims = dims
-    return dfa(output)
+    return dfa(value)
+
+
+def _through_output(module: nn.Module, inputs, output):
+    """Forward hook of the head: its output goes through the DFA output op."""
+    return _to_output(module, output)
+
+
+def _before_head(module: nn.Module, inputs):
+    """Forward pre-hook of the head (``error_at="head_input"``): its input goes through the
+    DFA output op, so the error projected is the gradient at the head's input."""
+    return (_to_output(module, inputs[0]), *inputs[1:])
+
+
+def _check_error_at(choice: str, head: nn.Module, options: dict) -> None:
+    check_choice("error_at", choice, ERROR_AT)
+    if choice == "head_input":
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"convert(method='dfa', error_at='head_input') needs a Linear "
+                             f"head, got {type(head).__name__}")
+        if options.get("signal", "error") != "error":
+            raise ValueError(f"convert(method='dfa', error_at='head_input') takes "
+                             f"signal='error' only, not {options['signal']!r}: the sign "
+                             "signal's scale is fitted to a softmax output's error")
+        if options.get("num_outputs", head.in_features) != head.in_features:
+            raise ValueError(f"convert(method='dfa', error_at='head_input'): num_outputs must "
+                             f"be the head's in_features {head.in_features}, got "
+                             f"{options['num_outputs']}")
 
 
 def _is_stack(module: nn.Module, weights: set[int]) -> bool:
@@ -255,9 +284,13 @@ def convert_dfa(model, report, options) -> None:
         raise ValueError(f"convert(method='dfa'): the output layer {head_path!r} is a "
                          f"{type(head).__name__}, not a Linear or Conv layer; {_BY_HAND}")
     dfa_options = {k: v for k, v in options.items()
-                   if k not in ("num_outputs", "spatial", "placement", "sublayers")}
+                   if k not in ("num_outputs", "spatial", "placement", "sublayers", "error_at")}
+    error_at = options.get("error_at", "output")
+    _check_error_at(error_at, head, options)
     num_outputs = options.get("num_outputs")
-    if num_outputs is None:
+    if error_at == "head_input":
+        num_outputs = head.in_features
+    elif num_outputs is None:
         if not isinstance(head, nn.Linear):
             raise ValueError(f"convert(method='dfa'): the head {head_path!r} is a "
                              f"{type(head).__name__}; pass num_outputs")
@@ -283,7 +316,7 @@ def convert_dfa(model, report, options) -> None:
         regions.append([(p, m) for p, m in owners if start < order[id(m)] <= end])
         start = end
     # Token dims (a Linear head, no batch_dims given): a point of a block without
-    # convolutions takes every dim but the last as rows (_through_output).
+    # convolutions takes every dim but the last as rows (_to_output).
     tokens = "batch_dims" not in options and isinstance(head, nn.Linear)
     # The model's own forward delimits a forward (_new_forward), so a block that runs several
     # times in it gets feedback at every run.
@@ -304,7 +337,10 @@ def convert_dfa(model, report, options) -> None:
     output.to(head.weight.device)
     head.add_module("dfa_output", output)
     head._dfa_token_dims = tokens
-    head.register_forward_hook(_through_output)
+    if error_at == "head_input":
+        head.register_forward_pre_hook(_before_head)
+    else:
+        head.register_forward_hook(_through_output)
     model._dfa_output_path = join(head_path, "dfa_output")
     model.register_forward_pre_hook(_new_forward)
 
@@ -319,8 +355,11 @@ def convert_dfa(model, report, options) -> None:
         report.converted.append(Entry(path, type(module).__name__,
                                       f"DFA point after this {what}'s output"))
     report.blocks["output"] = [p for p, m in owners if order[id(m)] > start]
+    where = ("on its input (error_at='head_input': the error before the projection to "
+             f"{head.out_features} outputs is projected, Launay et al. 2020's placement for "
+             "language models)" if error_at == "head_input" else "after it")
     report.converted.append(Entry(head_path, type(head).__name__,
-                                  f"head: DFAOutput(num_outputs={num_outputs}) after it"))
+                                  f"head: DFAOutput(num_outputs={num_outputs}) {where}"))
     in_block = {p for block in report.blocks.values() for p in block}
     marked = {p for p, _, _ in boundaries} | {head_path}
     for path, module in model.named_modules():
