@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastcredit
 from fastcredit import diagnostics
 from fastcredit.app import data, reproduce
 from fastcredit.nn import Bottleneck
@@ -67,6 +68,28 @@ def test_lra_conv_runs_train_hidden_layers_except_the_readout_control():
         model = reproduce.build_model(runs[run_id], dataset)
         grads = _hidden_weight_grads(model, dataset)
         assert any(g is not None and g.abs().sum() > 0 for g in grads) == learns, run_id
+
+
+def test_the_backprop_control_is_the_same_network_under_backprop():
+    """bp-conv: the LRA conv net's layers under backprop mode, with the plain names; its
+    gradients are the ones the LRA net gets inside ``backprop()``, not LRA's own."""
+    runs, dataset = _runs("lra-conv"), _fake_images()
+    control = reproduce.build_model(runs["bp-conv"], dataset)
+    method = reproduce.build_model(runs["lra-conv"], dataset)
+    assert [n for n, _ in control.named_parameters()] == [n for n, _ in method.named_parameters()]
+    assert control.state_dict().keys() == method.state_dict().keys()
+    got = _hidden_weight_grads(control, dataset)
+    lra = _hidden_weight_grads(method, dataset)
+    method.zero_grad()
+    with fastcredit.nn.mode.backprop():
+        want = _hidden_weight_grads(method, dataset)
+    for g, w, l in zip(got, want, lra):
+        torch.testing.assert_close(g, w)
+        assert not torch.allclose(g, l)
+    assert not fastcredit.nn.mode.backprop_active()
+    with pytest.raises(RuntimeError):  # a forward that raises leaves the mode as it was
+        control(dataset.x_train[:, :1])
+    assert not fastcredit.nn.mode.backprop_active()
 
 
 def test_bottleneck_runs_restrict_layer_two_and_probe_tanh_outputs():

@@ -372,8 +372,10 @@ def run(workloads: Sequence[Workload] = WORKLOADS, methods: Sequence[str] = METH
 def format_table(result: dict) -> str:
     """The ratio table ``fastcredit bench`` prints."""
     m = result["machine"]
+    load = m["load_average_1m"]
     lines = [(f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
-              f"fastcredit {m['fastcredit']}, load average {m['load_average_1m']}"),
+              f"fastcredit {m['fastcredit']}, load average "
+              f"{'unknown' if load is None else f'{load:.2f}'}"),
              (f"medians over {result['settings']['rounds']} interleaved rounds of each round's "
               "fastest step; ratio < 1: faster"),
              ("FLOP floor: the method's GEMM/conv/projection FLOPs / backprop's; mem floor: "
@@ -410,7 +412,7 @@ def main(*, quick: bool = False, threads: int = 2, rounds: int | None = None,
         chosen = [known[name] for name in workloads]
     result = run(chosen, methods, rounds=rounds or (2 if quick else 7),
                  min_seconds=0.0 if quick else 0.2, biotorch=biotorch,
-                 profile=True, log=lambda text: print(text, flush=True))
+                 profile=True, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(format_table(result))
     if json_path:
         with open(json_path, "w") as f:

@@ -104,17 +104,24 @@ def _build_default(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
     return train.build_model(config, dataset.input_shape, dataset.num_classes)
 
 
-class _Backprop(nn.Module):
-    """Runs the wrapped network's fastcredit layers as ordinary autograd (the BP control on
-    the very same architecture, initialisation and activation)."""
+def _enter_backprop(module: nn.Module, args) -> None:
+    context = backprop()
+    context.__enter__()
+    module._backprop_contexts.append(context)
 
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with backprop():
-            return self.net(x)
+def _leave_backprop(module: nn.Module, args, output) -> None:
+    module._backprop_contexts.pop().__exit__(None, None, None)
+
+
+def _as_backprop(net: nn.Module) -> nn.Module:
+    """``net`` with its fastcredit layers run as ordinary autograd in every forward (the BP
+    control on the very same architecture, initialisation and activation). Hooks, not a
+    wrapper: the layers' names and state-dict keys stay the plain network's."""
+    net._backprop_contexts = []
+    net.register_forward_pre_hook(_enter_backprop)
+    net.register_forward_hook(_leave_backprop, always_call=True)  # also when forward raises
+    return net
 
 
 def _zero_weights(model: nn.Module) -> None:
@@ -495,7 +502,7 @@ def build_model(spec: Run, dataset: Data, seed: int = 0) -> nn.Module:
     model = (spec.build or _build_default)(spec.config, dataset)
     if spec.zero_init:
         _zero_weights(model)
-    return _Backprop(model) if spec.backprop else model
+    return _as_backprop(model) if spec.backprop else model
 
 
 def run(name: str, *, full: bool = False, out: str | Path | None = None,
