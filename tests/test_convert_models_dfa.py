@@ -310,6 +310,81 @@ def test_dfa_model_loads_a_plain_state_dict_strictly(name):
     assert torch.equal(dfa_points(other)[0].output.seed, seed)
 
 
+def _hook_count(model):
+    return {path: (len(m._forward_hooks), len(m._forward_pre_hooks))
+            for path, m in model.named_modules()}
+
+
+def _round_trip(name, method, make=None, **options):
+    """convert then unconvert: the same Parameters, the plain hooks, a state_dict that loads
+    strictly into the original architecture, and the original's outputs."""
+    make = make or (lambda: _model(name))
+    plain = make()
+    before = _hook_count(plain)
+    converted = fastcredit.convert(plain, method, **options)
+    params = {id(p) for p in converted.parameters()}
+    back = fastcredit.unconvert(converted)
+    assert not any(type(m).__module__.startswith("fastcredit") for m in back.modules())
+    assert _hook_count(back) == before and not hasattr(back, "conversion_report")
+    assert params >= {id(p) for p in back.parameters()}  # LRA's E (a Parameter) is dropped
+    original = make()
+    original.load_state_dict(back.state_dict(), strict=True)
+    assert [n for n, _ in back.named_modules()] == [n for n, _ in original.named_modules()]
+    return back, original
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unconvert_detaches_every_dfa_point(name):
+    back, original = _round_trip(name, "dfa", seed=3, sublayers=name in ATTENTION)
+    tokens, labels = _batch(name)
+    back.eval(), original.eval()
+    torch.testing.assert_close(_loss(name, back, tokens, labels),
+                               _loss(name, original, tokens, labels))
+
+
+def test_unconvert_keeps_hooks_that_are_not_dfa_s():
+    model = fastcredit.convert(_model("encoder"), "dfa", error_at="head_input")
+    seen = []
+    model.head.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    back = fastcredit.unconvert(model)
+    assert len(back.head._forward_pre_hooks) == 1 and not back.head._forward_hooks
+    back(_batch("encoder")[0])
+    assert seen == [torch.Size([4, 16])]
+
+
+@pytest.mark.parametrize("name", ["mlp", "convnet", "bert", "vit"])
+def test_unconvert_gives_lra_s_layers_and_folded_activations_back(name):
+    """A flat Sequential gets its activation modules back in their slots; BERT and ViT
+    (converted in place) their Linear and Conv layers."""
+    nets = {"mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(),
+                                         nn.Linear(8, 8), nn.LeakyReLU(0.2), nn.Linear(8, 3)),
+            "convnet": lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+                                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3))}
+    make = (lambda: (torch.manual_seed(0), nets[name]())[1]) if name in nets else None
+    back, original = _round_trip(name, "lra", make)
+    if name in nets:
+        assert [type(m) for m in back] == [type(m) for m in original]
+        x = torch.randn(5, 1, 6, 6) if name == "convnet" else torch.randn(5, 12)
+        torch.testing.assert_close(back(x), original(x))
+        if name == "mlp":
+            assert back[4].negative_slope == 0.2
+    else:
+        tokens, labels = _batch(name)
+        back.eval(), original.eval()
+        torch.testing.assert_close(_loss(name, back, tokens, labels),
+                                   _loss(name, original, tokens, labels))
+
+
+def test_unconvert_refuses_fastcredit_modules_convert_did_not_make():
+    with pytest.raises(ValueError, match="applies 'tanh' itself and was not made by convert"):
+        fastcredit.unconvert(fastcredit.nn.LRA([4, 3, 2]))
+    point = fastcredit.nn.DFAPoint()
+    by_hand = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), point, nn.Linear(3, 2),
+                            fastcredit.nn.DFAOutput([point], 2))
+    with pytest.raises(ValueError, match="DFAPoint was not made by convert"):
+        fastcredit.unconvert(by_hand)
+
+
 def test_sequence_first_points_whose_batch_equals_the_sequence_length_are_refused():
     """[T, N, D] under a pooled [N, C] output with T == N: sizes cannot tell which dim holds
     the examples, and guessing would feed each example another one's signal."""

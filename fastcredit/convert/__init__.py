@@ -99,7 +99,7 @@ from torch import nn
 
 from .._spec import FEEDBACK_METHODS, METHODS, check_choice
 from . import dfa, fa, lra
-from ._common import ConversionReport, Entry, ParameterCount
+from ._common import FASTCREDIT, ConversionReport, Entry, ParameterCount
 
 _OPTIONS = {**{m: fa.OPTIONS for m in FEEDBACK_METHODS}, "dfa": dfa.OPTIONS, "lra": lra.OPTIONS}
 
@@ -145,20 +145,44 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
 
 
 def unconvert(model: nn.Module, *, copy: bool = False) -> nn.Module:
-    """The inverse of :func:`convert` for the FA family (fa, usf, frsf, brsf, kp, bp): every
-    fastcredit FA-family layer (Linear, Conv, ConvTranspose, Conv1D, MultiheadAttention,
-    RNN/LSTM/GRU) becomes the torch layer (transformers' ``Conv1D`` for a converted one) with
-    the same hyperparameters holding the *same* Parameter objects; the feedback state is
-    dropped. The result's ``state_dict()`` loads into the original architecture with
-    ``strict=True``. In place (``copy=True``: on a deep copy); returns the model (the new
-    root when the root itself was a fastcredit layer). ValueError for DFA and LRA modules,
-    which have no plain counterpart to return to.
+    """The inverse of :func:`convert`: every fastcredit FA-family layer (Linear, Conv,
+    ConvTranspose, Conv1D, MultiheadAttention, RNN/LSTM/GRU) and LRA block becomes the torch
+    layer (transformers' ``Conv1D`` for a converted one) with the same hyperparameters
+    holding the *same* Parameter objects, and the activations LRA folded into its blocks go
+    back to their slots; the DFA points and output op attached by convert are detached with
+    their hooks. Feedback state (feedback matrices, LRA's E, DFA's seeds) is dropped. The
+    result's ``state_dict()`` loads into the original architecture with ``strict=True``. In
+    place (``copy=True``: on a deep copy); returns the model (the new root when the root
+    itself was a fastcredit layer). ValueError for fastcredit modules convert does not make
+    (DFA points placed by hand, an LRA block applying its own nonlinearity), which have no
+    plain counterpart.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"unconvert expects an nn.Module, got {type(model).__name__}")
     if copy:
         model = copy_module.deepcopy(model)
-    model = fa.unconvert_feedback_layers(model)
+    dfa.unconvert_dfa(model)
+    done: dict[int, nn.Module] = {}  # a layer registered twice becomes one plain layer
+
+    def visit(module: nn.Module) -> nn.Module:
+        if id(module) in done:
+            return done[id(module)]
+        plain = fa.plain_of(module) or lra.plain_of(module)
+        if plain is not None:
+            done[id(module)] = plain
+            return plain
+        if isinstance(module, FASTCREDIT):
+            raise ValueError(f"unconvert: {type(module).__name__} was not made by convert "
+                             "(placed by hand), so it has no plain layer to return to")
+        for name, child in list(module._modules.items()):
+            if child is not None:
+                new = visit(child)
+                if new is not child:
+                    setattr(module, name, new)
+                    lra.unfold(module, child)
+        return module
+
+    model = visit(model)
     if "conversion_report" in model.__dict__:
         del model.conversion_report
     return model

@@ -1,5 +1,6 @@
 """``convert`` for DFA: find the hidden blocks, attach a point after each and the output op
-after the head (or on its input), as forward hooks (no state-dict key moves)."""
+after the head (or on its input), as forward hooks (no state-dict key moves); and
+``unconvert``'s inverse, which detaches them."""
 
 from __future__ import annotations
 
@@ -371,3 +372,37 @@ def convert_dfa(model, report, options) -> None:
         if path in in_block:
             note = f"trained within its DFA block by autograd ({note or type(module).__name__})"
         report.unchanged.append(Entry(path, type(module).__name__, note or "kept as is"))
+
+
+_HOOKS = {"dfa_point": (DFAPoint, _through_point), "dfa_output": (DFAOutput, _through_output)}
+
+
+def _remove_hooks(module: nn.Module, function) -> bool:
+    """Remove every forward hook and pre-hook of ``module`` that is ``function``."""
+    found = False
+    for hooks, extras in ((module._forward_hooks, (module._forward_hooks_with_kwargs,
+                                                   module._forward_hooks_always_called)),
+                          (module._forward_pre_hooks, (module._forward_pre_hooks_with_kwargs,))):
+        for key in [k for k, f in hooks.items() if f is function]:
+            del hooks[key]
+            for extra in extras:
+                extra.pop(key, None)
+            found = True
+    return found
+
+
+def unconvert_dfa(model: nn.Module) -> None:
+    """Detach what :func:`convert_dfa` attached to ``model``, in place: every point and the
+    output op with their hooks, and the converted model's pre-hook. DFA modules placed by
+    hand (no convert hook carries them) stay, for the caller to refuse."""
+    for module in model.modules():
+        for name, (cls, hook) in _HOOKS.items():
+            child = module._modules.get(name)
+            if not isinstance(child, cls):
+                continue
+            hooks = (hook, _before_head) if name == "dfa_output" else (hook,)
+            if any([_remove_hooks(module, h) for h in hooks]):
+                del module._modules[name]
+                module.__dict__.pop("_dfa_token_dims", None)
+    if _remove_hooks(model, _new_forward):
+        model.__dict__.pop("_dfa_output_path", None)

@@ -158,7 +158,7 @@ def convert_feedback_layers(model, method, report, options) -> nn.Module:
 _PLAIN = {fast: plain for plain, (fast, _) in LAYERS.items()}
 
 
-def _plain_of(module: nn.Module) -> nn.Module | None:
+def plain_of(module: nn.Module) -> nn.Module | None:
     """The torch (or transformers) module equal to the fastcredit ``module``, holding its
     Parameters, or None when ``module`` is not an FA-family layer."""
     if isinstance(module, fnn.Conv1D):
@@ -180,22 +180,3 @@ def _plain_of(module: nn.Module) -> nn.Module | None:
         plain._init_flat_weights()
     plain.train(module.training)
     return plain
-
-
-def unconvert_feedback_layers(model: nn.Module) -> nn.Module:
-    """Replace every FA-family layer of ``model`` by its plain torch layer, in place."""
-    def visit(module: nn.Module) -> nn.Module:
-        plain = _plain_of(module)
-        if plain is not None:
-            return plain
-        if isinstance(module, FASTCREDIT):
-            raise ValueError(f"unconvert: {type(module).__name__} is not an FA-family layer; "
-                             "unconvert undoes convert for fa, usf, frsf, brsf, kp and bp only")
-        for name, child in list(module._modules.items()):
-            if child is not None:
-                new = visit(child)
-                if new is not child:
-                    setattr(module, name, new)
-        return module
-
-    return visit(model)

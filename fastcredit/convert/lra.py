@@ -2,13 +2,16 @@
 Parameters. A flat ``nn.Sequential`` (MLP or conv net) folds each activation that directly
 follows a weight layer into its block; any other model (ResNet-style, custom forward) has its
 layers replaced in place with identity blocks, its activations, pooling, normalisation and
-residual additions keeping their ordinary backward."""
+residual additions keeping their ordinary backward. ``unconvert``'s inverse gives the torch
+layers back."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..nn import LRAConv1d, LRAConv2d, LRAConv3d, LRALinear, LRAOutput
+from ..nn.lra.blocks import LRABlock
 from ._common import Entry, kept_note, owns_parameters, swap_blocker
 
 OPTIONS = ("beta", "gamma", "error", "use_fprime", "surrogate", "refine_steps",
@@ -114,6 +117,7 @@ def _convert_sequential(model, items, report, options) -> None:
         block = _block_for(module, output, _lra_activation(act), options)
         if act_name is not None:
             setattr(model, act_name, nn.Identity())
+            block._lra_folded = (act_name, act)  # for unconvert: the slot and its module
             report.converted.append(Entry(act_name, type(act).__name__,
                                           f"nn.Identity: folded into {type(block).__name__} "
                                           f"{name!r}"))
@@ -161,3 +165,34 @@ def _convert_in_place(model, report, options) -> None:
                 path, type(module).__name__,
                 f"{kept_note(module)}; its parameters are trained on LRA's displacement passed "
                 f"through its ordinary backward, not by an LRA rule"))
+
+
+def plain_of(module: nn.Module) -> nn.Module | None:
+    """The torch layer an LRA block came from, holding its W and b (E is dropped), or None
+    when ``module`` is no LRA block. ValueError for a block whose activation has no slot to
+    go back to (built by hand with a nonlinearity, not folded by convert)."""
+    if not isinstance(module, LRABlock):
+        return None
+    activation = getattr(module, "activation", "identity")
+    if activation != "identity" and not hasattr(module, "_lra_folded"):
+        raise ValueError(f"unconvert: this {type(module).__name__} applies {activation!r} "
+                         "itself and was not made by convert, so no plain layer equals it")
+    with torch.device("meta"):
+        if isinstance(module, (LRALinear, LRAOutput)):
+            plain = nn.Linear(module.in_features, module.out_features,
+                              bias=module.bias is not None)
+        else:
+            cls = {LRAConv1d: nn.Conv1d, LRAConv2d: nn.Conv2d, LRAConv3d: nn.Conv3d}[type(module)]
+            plain = cls(module.in_channels, module.out_channels, module.kernel_size,
+                        stride=module.stride, padding=module.padding, dilation=module.dilation,
+                        groups=module.groups, bias=module.bias is not None)
+    plain.weight, plain.bias = module.weight, module.bias  # the same Parameter objects
+    plain.train(module.training)
+    return plain
+
+
+def unfold(parent: nn.Module, block: nn.Module) -> None:
+    """Put back into ``parent`` the activation module convert folded into ``block``."""
+    folded = getattr(block, "_lra_folded", None)
+    if folded is not None and isinstance(parent._modules.get(folded[0]), nn.Identity):
+        setattr(parent, folded[0], folded[1])
