@@ -356,9 +356,9 @@ def convert_dfa(model, report, options) -> None:
         report.converted.append(Entry(path, type(module).__name__,
                                       f"DFA point after this {what}'s output"))
     report.blocks["output"] = [p for p, m in owners if order[id(m)] > start]
-    where = ("on its input (error_at='head_input': the error before the projection to "
-             f"{head.out_features} outputs is projected, Launay et al. 2020's placement for "
-             "language models)" if error_at == "head_input" else "after it")
+    where = ("on its input (error_at='head_input': the points project the gradient at the "
+             f"head's input, not the {head.out_features} outputs' error; Launay et al. 2020's "
+             "placement for language models)" if error_at == "head_input" else "after it")
     report.converted.append(Entry(head_path, type(head).__name__,
                                   f"head: DFAOutput(num_outputs={num_outputs}) {where}"))
     in_block = {p for block in report.blocks.values() for p in block}
