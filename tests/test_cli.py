@@ -138,6 +138,18 @@ def test_progress_is_a_tqdm_bar_on_a_terminal():
     assert "fa epoch 1" in stream.getvalue() and "loss=0.5000" in stream.getvalue()
 
 
+def test_progress_lines_leave_the_probe_time_out_of_the_rates(monkeypatch):
+    import io
+
+    clock = iter([100.0, 110.0])  # start, then the update: 10 s, of which 6 s were probes
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    progress = train._EpochProgress(8, "fa epoch 1", True, stream)
+    progress.update(8, 0.5, 0.75, 512, excluded=6.0)
+    assert "step 8/8 (100%)" in stream.getvalue()
+    assert "2.0 steps/s  128 samples/s" in stream.getvalue()
+
+
 def test_steps_csv_keeps_an_even_subsample_and_every_alignment_row():
     rows = [{"step": i, "alignment": {"1": 0.5} if i % 1000 == 0 else None}
             for i in range(1, 5001)]

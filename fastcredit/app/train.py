@@ -159,7 +159,10 @@ class _EpochProgress:
         interval = self.BAR_SECONDS if self.bar is not None else self.LINE_SECONDS
         return time.perf_counter() - self.last >= interval
 
-    def update(self, done: int, loss: float, accuracy: float, samples: int) -> None:
+    def update(self, done: int, loss: float, accuracy: float, samples: int,
+               excluded: float = 0.0) -> None:
+        """``excluded``: seconds of the epoch so far that were not training (alignment
+        probes), left out of the rates as the epoch's record leaves them out."""
         now = time.perf_counter()
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", refresh=False)
@@ -167,7 +170,7 @@ class _EpochProgress:
             self.last = now
         elif self.lines and (done >= self.next_line or done == self.total
                              or now - self.last >= self.LINE_SECONDS):
-            seconds = max(now - self.start, 1e-9)
+            seconds = max(now - self.start - excluded, 1e-9)
             self.stream.write(
                 f"{self.label}: step {done}/{self.total} ({100 * done / self.total:.0f}%)  "
                 f"loss {loss:.4f}  acc {accuracy:.3f}  {done / seconds:.1f} steps/s  "
@@ -283,7 +286,8 @@ def run_method(config: TrainConfig, log=print, *, dataset: datasets.Dataset | No
                                      "running_accuracy": correct_sum / seen, "lr": lrs[i],
                                      "alignment": probes.get(i)})
                     read = done
-                    progress.update(done, loss_sum / seen, correct_sum / seen, seen)
+                    progress.update(done, loss_sum / seen, correct_sum / seen, seen,
+                                    probe_seconds)
         finally:
             progress.close()
         elapsed = time.perf_counter() - start - probe_seconds
