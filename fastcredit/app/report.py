@@ -79,7 +79,7 @@ def plot(path: Path, results: dict) -> None:
     low = max(0.0, math.floor((min(shown) - 0.05) * 20) / 20)
     axes[1].set(title="accuracy (dots: test, after each epoch;\nthin: training batches, smoothed)",
                 ylim=(low, min(1.0, max(shown) + 0.03) + 0.005))
-    axes[1].legend(title="test", loc="lower right")
+    axes[1].legend(title="test", loc="best")  # the place that covers the fewest points
     layers = [layer for result in results.values() for layer in hidden_layers(result)]
     layers = list(dict.fromkeys(layers))
     if layers:
