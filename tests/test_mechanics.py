@@ -23,9 +23,10 @@ from fastcredit.optim import KolenPollack
 
 F64 = torch.float64
 C = 3
-# every method, DFA with each signal ("dfa-target" is DRTP, built by hand: convert has no labels)
+# every method, DFA with each signal ("dfa-target" is DRTP, built by hand: convert has no labels;
+# "dfa-head": the error at the head's input)
 CASES = ["bp", "fa", "usf", "frsf", "brsf", "kp", "dfa-error", "dfa-sign", "dfa-target",
-         "dfa-linear", "lra"]
+         "dfa-head", "dfa-linear", "lra"]
 RULES = [c for c in CASES if c != "bp"]
 # the layer types added after the matrix: "<layer>-<FA-family method>" (the layer as the middle
 # block of `Blocks`), and convert(conv_net, "lra")
@@ -141,6 +142,8 @@ def make(case):
     elif case.split("-")[0] in CORES:
         core, method = case.split("-")
         model = _blocks(method, None, core)
+    elif case == "dfa-head":
+        model = fastcredit.convert(_mlp(), "dfa", error_at="head_input", seed=5)
     elif case.startswith("dfa"):
         model = fastcredit.convert(_mlp(), "dfa", signal=case[4:], seed=5)
     else:
@@ -238,7 +241,8 @@ def test_sign_and_target_signals_keep_the_published_size_for_a_mean_loss():
 
 # ---- 9: compiled training -------------------------------------------------------------------
 # (the layers' kp cases are left out: under plain SGD, kp's B is a stored buffer as fa's)
-@pytest.mark.parametrize("case", ["dfa-error", "dfa-sign", "dfa-target", "dfa-linear", "lra",
+@pytest.mark.parametrize("case", ["dfa-error", "dfa-sign", "dfa-target", "dfa-head",
+                                  "dfa-linear", "lra",
                                   *(c for c in LAYER_CASES if not c.endswith("kp"))])
 def test_compiled_training_equals_eager_over_five_steps_without_recompiling(case):
     factor = 2.0 ** 10  # a scaled loss, unscaled before the step as GradScaler does
