@@ -374,7 +374,9 @@ def convert_dfa(model, report, options) -> None:
         report.unchanged.append(Entry(path, type(module).__name__, note or "kept as is"))
 
 
-_HOOKS = {"dfa_point": (DFAPoint, _through_point), "dfa_output": (DFAOutput, _through_output)}
+# The child convert attaches under each name, and the hooks that call it.
+_ATTACHED = {"dfa_point": (DFAPoint, (_through_point,)),
+             "dfa_output": (DFAOutput, (_through_output, _before_head))}
 
 
 def _remove_hooks(module: nn.Module, function) -> bool:
@@ -395,13 +397,12 @@ def unconvert_dfa(model: nn.Module) -> None:
     """Detach what :func:`convert_dfa` attached to ``model``, in place: every point and the
     output op with their hooks, and the converted model's pre-hook. DFA modules placed by
     hand (no convert hook carries them) stay, for the caller to refuse."""
-    for module in model.modules():
-        for name, (cls, hook) in _HOOKS.items():
+    for module in list(model.modules()):  # children are removed on the way
+        for name, (cls, hooks) in _ATTACHED.items():
             child = module._modules.get(name)
             if not isinstance(child, cls):
                 continue
-            hooks = (hook, _before_head) if name == "dfa_output" else (hook,)
-            if any([_remove_hooks(module, h) for h in hooks]):
+            if any([_remove_hooks(module, h) for h in hooks]):  # a list: remove every one
                 del module._modules[name]
                 module.__dict__.pop("_dfa_token_dims", None)
     if _remove_hooks(model, _new_forward):
