@@ -176,6 +176,15 @@ def test_dfa_options_reach_the_output_and_points():
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_dfa_num_outputs_must_match_the_head():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 5))
+    with pytest.raises(ValueError, match="num_outputs=3 but the head '2' has 5 outputs"):
+        fastcredit.convert(net, "dfa", num_outputs=3, copy=True)
+    # with batch_dims given, C may span several dims of the output: [N, 5] rows (0,) -> C = 5
+    model = fastcredit.convert(net, "dfa", num_outputs=5, batch_dims=(0,))
+    assert model[2].dfa_output.num_outputs == 5
+
+
 def test_dfa_rejects_models_without_hidden_blocks():
     with pytest.raises(ValueError, match="found no hidden block"):
         fastcredit.convert(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), "dfa")

@@ -381,8 +381,43 @@ def test_unconvert_refuses_fastcredit_modules_convert_did_not_make():
     point = fastcredit.nn.DFAPoint()
     by_hand = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), point, nn.Linear(3, 2),
                             fastcredit.nn.DFAOutput([point], 2))
-    with pytest.raises(ValueError, match="DFAPoint was not made by convert"):
+    with pytest.raises(ValueError, match=r"'\d' \(DFAPoint\) was not made by convert"):
         fastcredit.unconvert(by_hand)
+
+
+@pytest.mark.parametrize("first,second,what", [
+    ("fa", "kp", "'kp'.*already a 'fa' layer"), ("dfa", "fa", "already converted to 'dfa'"),
+    ("dfa", "dfa", "already converted to 'dfa'"), ("fa", "dfa", "already a 'fa' layer"),
+    ("fa", "lra", "already a 'fa' layer"), ("kp", "usf", "already a 'kp' layer")])
+def test_a_converted_model_is_not_converted_again_to_another_rule(first, second, what):
+    model = fastcredit.convert(_model("bert" if second == "lra" else "decoder"), first)
+    with pytest.raises(ValueError, match=f"{what}.*call fastcredit.unconvert"):
+        fastcredit.convert(model, second)
+    assert not fastcredit.nn.mode.backprop_active()
+    again = fastcredit.convert(fastcredit.unconvert(model), second)  # the way out
+    assert again.conversion_report.method == second
+
+
+def test_layers_of_the_same_method_are_kept_so_a_model_can_be_finished():
+    model = _model("encoder")
+    model.head = fastcredit.convert(model.head, "fa")
+    head = model.head
+    converted = fastcredit.convert(model, "fa")
+    assert converted.head is head
+    assert ("head", "Linear", "already a fastcredit module") in [
+        (e.path, e.kind, e.note) for e in converted.conversion_report.unchanged]
+
+
+def test_unconvert_refuses_to_lose_hooks_on_the_layers_it_replaces():
+    model = fastcredit.convert(_model("encoder"), "fa")
+    handle = model.head.register_forward_hook(lambda *args: None)
+    with pytest.raises(ValueError, match=r"'head' \(Linear\) carries hooks"):
+        fastcredit.unconvert(model, copy=True)
+    handle.remove()
+    net = fastcredit.convert(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), "lra")
+    net[1].register_forward_pre_hook(lambda *args: None)  # the slot the tanh goes back to
+    with pytest.raises(ValueError, match=r"'1' \(Identity\) carries hooks"):
+        fastcredit.unconvert(net)
 
 
 def test_sequence_first_points_whose_batch_equals_the_sequence_length_are_refused():

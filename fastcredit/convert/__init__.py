@@ -88,7 +88,10 @@ The model is changed in place and returned; its report is the returned model's
   Convolutions need numeric padding with zeros; ``refine_steps``/``clip_direction`` apply to
   linear blocks only.
 
-``copy=True`` converts a deep copy and returns it, leaving ``model`` untouched.
+``copy=True`` converts a deep copy and returns it, leaving ``model`` untouched. A model that
+already holds another rule (a layer of another method, DFA points, LRA blocks) is refused
+with a ValueError: :func:`unconvert` it first. FA-family layers of the requested method are
+kept, so a partly converted model can be finished.
 """
 
 from __future__ import annotations
@@ -98,9 +101,12 @@ import copy as copy_module
 from torch import nn
 
 from .._spec import FEEDBACK_METHODS, METHODS, check_choice
+from ..nn import GRU, LSTM, RNN, FeedbackLayer, MultiheadAttention
 from . import dfa, fa, lra
-from ._common import FASTCREDIT, ConversionReport, Entry, ParameterCount
+from ._common import FASTCREDIT, ConversionReport, Entry, ParameterCount, has_hooks, join
 
+# FA-family layers (those with several weight matrices are not FeedbackLayers)
+_FEEDBACK_LAYERS = (FeedbackLayer, MultiheadAttention, RNN, LSTM, GRU)
 _OPTIONS = {**{m: fa.OPTIONS for m in FEEDBACK_METHODS}, "dfa": dfa.OPTIONS, "lra": lra.OPTIONS}
 
 __all__ = ["ConversionReport", "Entry", "ParameterCount", "convert", "unconvert"]
@@ -130,6 +136,7 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
                          f"{_OPTIONS[method]}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
+    _check_not_converted(model, method)
     if copy:
         model = copy_module.deepcopy(model)
     report = ConversionReport(method)
@@ -142,6 +149,33 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
     report.count_parameters(model)
     model.conversion_report = report
     return model
+
+
+def _check_not_converted(model: nn.Module, method: str) -> None:
+    """ValueError where ``model`` already holds another rule: a fastcredit layer of another
+    method (FA-family layers of ``method`` itself are kept, so a partly converted model can
+    be finished), any DFA or LRA module, or DFA points attached by convert."""
+    for path, module in model.named_modules():
+        feedback = isinstance(module, _FEEDBACK_LAYERS)
+        if feedback and module.method == method:
+            continue
+        if feedback or isinstance(module, FASTCREDIT) or hasattr(module, "_dfa_output_path"):
+            what = (f"a {module.method!r} layer" if feedback
+                    else "converted to 'dfa'" if hasattr(module, "_dfa_output_path")
+                    else f"a fastcredit.nn.{type(module).__name__}")
+            raise ValueError(
+                f"convert(method={method!r}): {path or 'the model'!r} is already {what}, and a "
+                "model trains by one rule: call fastcredit.unconvert(model) first (or convert "
+                "a fresh copy of the plain model)")
+
+
+def _check_no_hooks(module: nn.Module, path: str) -> None:
+    """ValueError where unconvert would replace a module that carries hooks (they would be
+    lost, as convert refuses to lose them)."""
+    if has_hooks(module):
+        raise ValueError(f"unconvert: {path or 'the model'!r} ({type(module).__name__}) "
+                         "carries hooks that its replacement would lose; remove them first "
+                         "(and register them again on the plain module)")
 
 
 def unconvert(model: nn.Module, *, copy: bool = False) -> nn.Module:
@@ -164,25 +198,27 @@ def unconvert(model: nn.Module, *, copy: bool = False) -> nn.Module:
     dfa.unconvert_dfa(model)
     done: dict[int, nn.Module] = {}  # a layer registered twice becomes one plain layer
 
-    def visit(module: nn.Module) -> nn.Module:
+    def visit(module: nn.Module, path: str) -> nn.Module:
         if id(module) in done:
             return done[id(module)]
         plain = fa.plain_of(module) or lra.plain_of(module)
         if plain is not None:
+            _check_no_hooks(module, path)
             done[id(module)] = plain
             return plain
         if isinstance(module, FASTCREDIT):
-            raise ValueError(f"unconvert: {type(module).__name__} was not made by convert "
-                             "(placed by hand), so it has no plain layer to return to")
+            raise ValueError(f"unconvert: {path or 'the model'!r} ({type(module).__name__}) "
+                             "was not made by convert (placed by hand), so it has no plain "
+                             "layer to return to")
         for name, child in list(module._modules.items()):
             if child is not None:
-                new = visit(child)
+                new = visit(child, join(path, name))
                 if new is not child:
                     setattr(module, name, new)
-                    lra.unfold(module, child)
+                    lra.unfold(module, child, path, _check_no_hooks)
         return module
 
-    model = visit(model)
+    model = visit(model, "")
     if "conversion_report" in model.__dict__:
         del model.conversion_report
     return model

@@ -128,11 +128,15 @@ def join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` carries hooks, which a replacement module would not have."""
+    return any((module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+                module._backward_pre_hooks))
+
+
 def swap_blocker(module: nn.Module) -> str | None:
     """Why a weight layer cannot be replaced by another module object, or None."""
-    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
-             module._backward_pre_hooks)
-    if any(hooks):
+    if has_hooks(module):
         return ("has hooks (e.g. the old weight_norm's) that a replacement would lose: kept "
                 "as is, its backward is backprop's")
     if not isinstance(getattr(module, "weight", nn.Parameter()), nn.Parameter):

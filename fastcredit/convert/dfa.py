@@ -143,7 +143,8 @@ def _check_error_at(choice: str, head: nn.Module, options: dict) -> None:
     if choice == "head_input":
         if not isinstance(head, nn.Linear):
             raise ValueError(f"convert(method='dfa', error_at='head_input') needs a Linear "
-                             f"head, got {type(head).__name__}")
+                             f"head, got {type(head).__name__}: use error_at='output' (the "
+                             "default)")
         if options.get("signal", "error") != "error":
             raise ValueError(f"convert(method='dfa', error_at='head_input') takes "
                              f"signal='error' only, not {options['signal']!r}: the sign "
@@ -296,6 +297,11 @@ def convert_dfa(model, report, options) -> None:
             raise ValueError(f"convert(method='dfa'): the head {head_path!r} is a "
                              f"{type(head).__name__}; pass num_outputs")
         num_outputs = head.out_features
+    elif (isinstance(head, nn.Linear) and "batch_dims" not in options
+          and num_outputs != head.out_features):  # automatic token dims: C is the last dim
+        raise ValueError(f"convert(method='dfa'): num_outputs={num_outputs} but the head "
+                         f"{head_path!r} has {head.out_features} outputs; leave num_outputs "
+                         "out, or pass batch_dims for an output whose rows span other dims")
     # TinyDFA's finer placement: a point on each block's attention sublayer as well.
     sublayers = []
     if options.get("sublayers", False):
@@ -348,20 +354,21 @@ def convert_dfa(model, report, options) -> None:
     sublayer_ids = {id(m) for _, m, _ in sublayers}
     for (path, module, _), region in zip(boundaries, regions):
         report.blocks[path] = [p for p, _ in region]
-        what = ("attention sublayer" if id(module) in sublayer_ids
-                else "activation" if isinstance(module, ACTIVATIONS)
-                else "RNN" if isinstance(module, nn.RNNBase)
-                else "block" if _holds_weights(module, weights)
-                else "module (the last before the next weight layer)")
+        what = ("attention sublayer's output" if id(module) in sublayer_ids
+                else "activation's output" if isinstance(module, ACTIVATIONS)
+                else "RNN's output" if isinstance(module, nn.RNNBase)
+                else "block's output" if _holds_weights(module, weights)
+                else "module's output (the last module before the next weight layer)")
         report.converted.append(Entry(path, type(module).__name__,
-                                      f"DFA point after this {what}'s output"))
+                                      f"DFA point after this {what}"))
     report.blocks["output"] = [p for p, m in owners if order[id(m)] > start]
     where = ("on its input (error_at='head_input': the points project the gradient at the "
              f"head's input, not the {head.out_features} outputs' error; Launay et al. 2020's "
              "placement for language models)" if error_at == "head_input" else "after it")
     report.converted.append(Entry(head_path, type(head).__name__,
                                   f"head: DFAOutput(num_outputs={num_outputs}) {where}"))
-    in_block = {p for block in report.blocks.values() for p in block}
+    in_output = set(report.blocks["output"])
+    in_block = {p for block in report.blocks.values() for p in block} - in_output
     marked = {p for p, _, _ in boundaries} | {head_path}
     for path, module in model.named_modules():
         if path in marked or isinstance(module, (DFAPoint, DFAOutput)):
@@ -371,6 +378,8 @@ def convert_dfa(model, report, options) -> None:
         note = kept_note(module)
         if path in in_block:
             note = f"trained within its DFA block by autograd ({note or type(module).__name__})"
+        elif path in in_output:
+            note = f"in the output block: its true gradient ({note or type(module).__name__})"
         report.unchanged.append(Entry(path, type(module).__name__, note or "kept as is"))
 
 

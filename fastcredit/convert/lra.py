@@ -12,7 +12,7 @@ from torch import nn
 
 from ..nn import LRAConv1d, LRAConv2d, LRAConv3d, LRALinear, LRAOutput
 from ..nn.lra.blocks import LRABlock
-from ._common import Entry, kept_note, owns_parameters, swap_blocker
+from ._common import Entry, join, kept_note, owns_parameters, swap_blocker
 
 OPTIONS = ("beta", "gamma", "error", "use_fprime", "surrogate", "refine_steps",
            "clip_direction", "clip_update", "feedback_std", "loss_reduction")
@@ -191,8 +191,10 @@ def plain_of(module: nn.Module) -> nn.Module | None:
     return plain
 
 
-def unfold(parent: nn.Module, block: nn.Module) -> None:
-    """Put back into ``parent`` the activation module convert folded into ``block``."""
+def unfold(parent: nn.Module, block: nn.Module, path: str, check) -> None:
+    """Put back into ``parent`` (at ``path``) the activation module convert folded into
+    ``block``; ``check(slot, slot_path)`` first (unconvert's hook check)."""
     folded = getattr(block, "_lra_folded", None)
     if folded is not None and isinstance(parent._modules.get(folded[0]), nn.Identity):
+        check(parent._modules[folded[0]], join(path, folded[0]))
         setattr(parent, folded[0], folded[1])
