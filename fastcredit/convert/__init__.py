@@ -119,7 +119,8 @@ def convert(model: nn.Module, method: str, *, copy: bool = False, **options) -> 
 
     Options by method: fa/usf/frsf/brsf/kp/bp take the layers' ``feedback``, ``seed``,
     ``feedback_scale``, ``feedback_dist`` (with ``seed``, layer i gets a seed derived from
-    (seed, i); without, each layer draws its own from torch's generator). dfa takes
+    (seed, i); without, each layer draws its own from torch's generator; usf and bp draw
+    nothing, so they refuse ``seed`` and ``feedback_dist``). dfa takes
     :class:`~fastcredit.nn.DFAOutput`'s ``num_outputs``, ``feedback``, ``normalization``,
     ``dist``, ``scale``, ``signal`` ("error" or "sign"), ``batch_dims``, ``seed``,
     ``error_scale`` and ``preset`` (e.g. ``preset="launay2019"``), the points' ``spatial``,
