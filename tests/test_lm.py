@@ -224,6 +224,39 @@ def test_dfa_puts_one_point_per_block_and_sends_each_token_its_projected_error(e
         torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-12)
 
 
+def test_dfa_sublayers_feed_attention_and_the_mlp_each_their_own_projection():
+    """sublayers=True (TinyDFA's finer placement): the attention's weights get autograd of
+    e B_attention through the attention alone, the MLP's of e B_block through the MLP half
+    (the attention's output detached); e the logits' per-token error; float64."""
+    model = _converted("dfa", seed=4, sublayers=True).double()
+    layer = model.blocks.layers[0]
+    assert layer.self_attn.dfa_point is not layer.dfa_point  # two points, two matrices
+    seen = {}
+    layer.self_attn.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.update(attention=(args, kwargs)), with_kwargs=True)
+    layer.norm2.register_forward_pre_hook(lambda m, args: seen.update(mlp=args[0]))
+    tokens = torch.randint(TINY["vocab"], (3, 8), generator=torch.Generator().manual_seed(2))
+    logits = model(tokens)
+    logits.retain_grad()
+    F.cross_entropy(logits.flatten(0, 1), tokens.roll(-1, 1).flatten()).backward()
+    e = logits.grad.flatten(0, 1)
+    width = TINY["width"]
+    args, kwargs = torch.utils._pytree.tree_map_only(torch.Tensor, torch.Tensor.detach,
+                                                     seen["attention"])
+    x2 = seen["mlp"].detach()
+    with fastcredit.nn.mode.backprop():
+        attention = layer.self_attn(*args, **kwargs)[0]
+        mlp = layer.linear2(layer.activation(layer.linear1(layer.norm2(x2))))
+    for out, point, params in (
+            (attention, layer.self_attn.dfa_point,
+             [layer.self_attn.in_proj_weight, layer.self_attn.out_proj.weight]),
+            (mlp, layer.dfa_point, [layer.linear1.weight, layer.linear2.weight,
+                                    layer.norm2.weight])):
+        signal = (e @ point.feedback_matrix(dtype=torch.float64)).view(3, 8, width)
+        for p, want in zip(params, torch.autograd.grad(out, params, signal)):
+            torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-12)
+
+
 def test_every_run_trains_three_steps_with_finite_loss(corpus_dir, tmp_path):
     folder, _ = corpus_dir
     corpus = data.load_text("fortunes", folder)

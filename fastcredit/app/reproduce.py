@@ -386,6 +386,9 @@ def _lm_runs(full: bool) -> list[Run]:
                                       method_options={"error_at": "head_input"}),
             build=_char_transformer(),
             info={"role": "method: the error at the head's input (Launay 2020's LM placement)"}),
+        Run("dfa-sublayers", replace(config, method="dfa", method_options={"sublayers": True}),
+            build=_char_transformer(),
+            info={"role": "method: TinyDFA's finer placement (a point after attention too)"}),
         Run("readout", config, build=_char_transformer(readout=True),
             info={"role": "control: only the head trains"}),
     ]
@@ -489,7 +492,8 @@ REPRODUCTIONS = {
             lambda full: ("full: 20 epochs, lr /10 after 15" if full else "short: 3 epochs")
             + f" (an epoch: one pass over the training characters), Adam lr 1e-3, batch 32 "
               f"windows of {LM_CONTEXT} characters, 2 pre-norm blocks, width 64, 4 heads, "
-              "DFA: one point per block (dfa-head-input: the error at the head's input)",
+              "DFA: one point per block (dfa-head-input: the error at the head's input; "
+              "dfa-sublayers: one after each block's attention as well)",
             (("role", lambda r: r["role"]),),
             LANGUAGE_MODEL),
     )
