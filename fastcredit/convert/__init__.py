@@ -101,12 +101,9 @@ import copy as copy_module
 from torch import nn
 
 from .._spec import FEEDBACK_METHODS, METHODS, check_choice
-from ..nn import GRU, LSTM, RNN, FeedbackLayer, MultiheadAttention
 from . import dfa, fa, lra
 from ._common import FASTCREDIT, ConversionReport, Entry, ParameterCount, has_hooks, join
 
-# FA-family layers (those with several weight matrices are not FeedbackLayers)
-_FEEDBACK_LAYERS = (FeedbackLayer, MultiheadAttention, RNN, LSTM, GRU)
 _OPTIONS = {**{m: fa.OPTIONS for m in FEEDBACK_METHODS}, "dfa": dfa.OPTIONS, "lra": lra.OPTIONS}
 
 __all__ = ["ConversionReport", "Entry", "ParameterCount", "convert", "unconvert"]
@@ -157,7 +154,7 @@ def _check_not_converted(model: nn.Module, method: str) -> None:
     method (FA-family layers of ``method`` itself are kept, so a partly converted model can
     be finished), any DFA or LRA module, or DFA points attached by convert."""
     for path, module in model.named_modules():
-        feedback = isinstance(module, _FEEDBACK_LAYERS)
+        feedback = isinstance(module, fa.FEEDBACK_LAYERS)
         if feedback and module.method == method:
             continue
         if feedback or isinstance(module, FASTCREDIT) or hasattr(module, "_dfa_output_path"):

@@ -156,6 +156,8 @@ def convert_feedback_layers(model, method, report, options) -> nn.Module:
 
 
 _PLAIN = {fast: plain for plain, (fast, _) in LAYERS.items()}
+# Every FA-family layer (those with several weight matrices are not FeedbackLayers).
+FEEDBACK_LAYERS = (fnn.FeedbackLayer, *_PLAIN)
 
 
 def plain_of(module: nn.Module) -> nn.Module | None:
