@@ -24,9 +24,10 @@ from fastcredit.optim import KolenPollack
 F64 = torch.float64
 C = 3
 # every method, DFA with each signal ("dfa-target" is DRTP, built by hand: convert has no labels;
-# "dfa-head": the error at the head's input)
+# "dfa-head": the error at the head's input; "dfa-prenorm": pre-norm blocks, whose norms fold
+# into the layer they feed)
 CASES = ["bp", "fa", "usf", "frsf", "brsf", "kp", "dfa-error", "dfa-sign", "dfa-target",
-         "dfa-head", "dfa-linear", "lra"]
+         "dfa-head", "dfa-prenorm", "dfa-linear", "lra"]
 RULES = [c for c in CASES if c != "bp"]
 # the layer types added after the matrix: "<layer>-<FA-family method>" (the layer as the middle
 # block of `Blocks`), and convert(conv_net, "lra")
@@ -70,6 +71,26 @@ class DFALinearNet(nn.Module):
 def _mlp():
     return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(),
                          nn.Linear(4, C)).to(F64)
+
+
+class PreNorm(nn.Module):
+    """x + tanh(W LayerNorm(x)): a pre-norm residual block."""
+
+    def __init__(self, width=6):
+        super().__init__()
+        self.norm, self.fc = nn.LayerNorm(width), nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + torch.tanh(self.fc(self.norm(x)))
+
+
+def _prenorm_net():
+    """Two pre-norm blocks after a tanh layer: each starts after a point, so each folds."""
+    net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), PreNorm(), PreNorm(), nn.Linear(6, C)).to(F64)
+    with torch.no_grad():
+        for block in net[2:4]:
+            block.norm.weight.add_(torch.randn(6, dtype=F64))
+    return net
 
 
 def _conv_net():
@@ -125,6 +146,7 @@ CORES = {
     "gru": lambda: Recurrent(nn.GRU),
     "convT": lambda: Conv(transposed=True),
     "conv": lambda: Conv(transposed=False),
+    "prenorm": PreNorm,
 }
 
 
@@ -144,6 +166,8 @@ def make(case):
         model = _blocks(method, None, core)
     elif case == "dfa-head":
         model = fastcredit.convert(_mlp(), "dfa", error_at="head_input", seed=5)
+    elif case == "dfa-prenorm":
+        model = fastcredit.convert(_prenorm_net(), "dfa", seed=5)
     elif case.startswith("dfa"):
         model = fastcredit.convert(_mlp(), "dfa", signal=case[4:], seed=5)
     else:
@@ -242,7 +266,7 @@ def test_sign_and_target_signals_keep_the_published_size_for_a_mean_loss():
 # ---- 9: compiled training -------------------------------------------------------------------
 # (the layers' kp cases are left out: under plain SGD, kp's B is a stored buffer as fa's)
 @pytest.mark.parametrize("case", ["dfa-error", "dfa-sign", "dfa-target", "dfa-head",
-                                  "dfa-linear", "lra",
+                                  "dfa-prenorm", "dfa-linear", "lra",
                                   *(c for c in LAYER_CASES if not c.endswith("kp"))])
 def test_compiled_training_equals_eager_over_five_steps_without_recompiling(case):
     factor = 2.0 ** 10  # a scaled loss, unscaled before the step as GradScaler does
@@ -298,7 +322,7 @@ def _blocks(method, mode, core="linear"):
 
 @pytest.mark.parametrize("early_stop", [True, False])
 @pytest.mark.parametrize("method,core", [
-    *((m, "linear") for m in ("bp", "fa", "brsf", "kp", "dfa")),
+    *((m, "linear") for m in ("bp", "fa", "brsf", "kp", "dfa")), ("dfa", "prenorm"),
     *((m, c) for c, m in (case.split("-") for case in LAYER_CASES if case != "lra-conv")),
     ("lra", "conv")])
 def test_non_reentrant_checkpoint_equals_plain_over_steps(method, core, early_stop):

@@ -71,7 +71,11 @@ The model is changed in place and returned; its report is the returned model's
   error projected is then the true gradient at the head's input, ``e W`` ``[rows,
   in_features]``, so the projections cost ``in_features`` rather than the vocabulary per
   row. A boundary module called several times in one forward gets feedback at every call;
-  each call of the converted model starts a new forward.
+  each call of the converted model starts a new forward. Where a block after a point starts
+  with a ``LayerNorm``/``RMSNorm`` feeding a Linear or ``Conv1D`` (pre-norm transformers:
+  GPT-2's ``ln_1`` -> ``c_attn``), the norm's affine is folded into that layer's backward
+  (:mod:`fastcredit.convert.fold`): the same gradients, without the layer's input gradient,
+  which only the norm's weight and bias needed (not under autocast or torch.compile).
 * ``"lra"``: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` becomes an LRA block holding the
   same W and b (E is drawn as the blocks draw it); the last Linear (in module order) must
   produce the logits of a softmax cross-entropy loss and becomes an

@@ -22,6 +22,7 @@ from ._common import (
     owns_parameters,
 )
 from .fa import is_transformers_conv1d
+from .fold import attach_fold, foldable_norm, remove_fold
 
 OPTIONS = ("num_outputs", "feedback", "normalization", "dist", "scale", "signal", "batch_dims",
            "seed", "spatial", "error_scale", "preset", "placement", "sublayers", "error_at")
@@ -78,6 +79,9 @@ def _new_forward(model: nn.Module, inputs):
     abandoned one (a probe of a sub-network, an exception before the head) are dropped. (A
     function of the module, not a closure: copies and pickles keep working.)"""
     model.get_submodule(model._dfa_output_path).discard_pending()
+    slot = model.__dict__.get("_dfa_fold_slot")
+    if slot is not None:
+        slot.clear()
 
 
 def _token_dims(shape: torch.Size, rows: tuple[int, ...]) -> tuple[int, ...]:
@@ -124,6 +128,9 @@ def _to_output(module: nn.Module, value):
                 dims = _token_dims(h.shape, rows)
                 if point.batch_dims != dims:
                     point.batch_dims = dims
+    slot = module.__dict__.get("_dfa_fold_slot")
+    if slot is not None:  # the blocks have run: let the recorded norm output go
+        slot.clear()
     return dfa(value)
 
 
@@ -350,6 +357,9 @@ def convert_dfa(model, report, options) -> None:
         head.register_forward_hook(_through_output)
     model._dfa_output_path = join(head_path, "dfa_output")
     model.register_forward_pre_hook(_new_forward)
+    slot = attach_fold([m for _, m in owners])
+    if slot is not None:  # cleared at the start of a forward and once the output op ran
+        head.__dict__["_dfa_fold_slot"] = model.__dict__["_dfa_fold_slot"] = slot
 
     sublayer_ids = {id(m) for _, m, _ in sublayers}
     for (path, module, _), region in zip(boundaries, regions):
@@ -378,6 +388,9 @@ def convert_dfa(model, report, options) -> None:
         note = kept_note(module)
         if path in in_block:
             note = f"trained within its DFA block by autograd ({note or type(module).__name__})"
+            if "_dfa_fold" in module.__dict__ and foldable_norm(module):
+                note += ("; its affine folds into the layer it feeds where its input is a "
+                         "point's output (that layer then computes no input gradient)")
         elif path in in_output:
             note = f"in the output block: its true gradient ({note or type(module).__name__})"
         report.unchanged.append(Entry(path, type(module).__name__, note or "kept as is"))
@@ -404,7 +417,7 @@ def _remove_hooks(module: nn.Module, function) -> bool:
 
 def unconvert_dfa(model: nn.Module) -> None:
     """Detach what :func:`convert_dfa` attached to ``model``, in place: every point and the
-    output op with their hooks, and the converted model's pre-hook. DFA modules placed by
+    output op with their hooks, the norm fold, and the converted model's pre-hook. DFA modules placed by
     hand (no convert hook carries them) stay, for the caller to refuse."""
     for module in list(model.modules()):  # children are removed on the way
         for name, (cls, hooks) in _ATTACHED.items():
@@ -414,5 +427,8 @@ def unconvert_dfa(model: nn.Module) -> None:
             if any([_remove_hooks(module, h) for h in hooks]):  # a list: remove every one
                 del module._modules[name]
                 module.__dict__.pop("_dfa_token_dims", None)
+                module.__dict__.pop("_dfa_fold_slot", None)
+        remove_fold(module, _remove_hooks)
     if _remove_hooks(model, _new_forward):
         model.__dict__.pop("_dfa_output_path", None)
+        model.__dict__.pop("_dfa_fold_slot", None)
