@@ -417,8 +417,8 @@ def _remove_hooks(module: nn.Module, function) -> bool:
 
 def unconvert_dfa(model: nn.Module) -> None:
     """Detach what :func:`convert_dfa` attached to ``model``, in place: every point and the
-    output op with their hooks, the norm fold, and the converted model's pre-hook. DFA modules placed by
-    hand (no convert hook carries them) stay, for the caller to refuse."""
+    output op with their hooks, the norm fold, and the converted model's pre-hook. DFA
+    modules placed by hand (no convert hook carries them) stay, for the caller to refuse."""
     for module in list(model.modules()):  # children are removed on the way
         for name, (cls, hooks) in _ATTACHED.items():
             child = module._modules.get(name)
