@@ -250,6 +250,10 @@ def test_error_at_head_input_projects_the_gradient_at_the_vocabulary_projection(
         torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-12)
     (entry,) = [e for e in model.conversion_report.converted if "DFAOutput" in e.note]
     assert "on its input" in entry.note and "Launay" in entry.note
+    # the default's report points at the cheaper placement when the output is the wider
+    report = fastcredit.convert(_model(name), "dfa", seed=1).conversion_report
+    (entry,) = [e for e in report.converted if "DFAOutput" in e.note]
+    assert "after it (each point projects the 40-wide error; error_at='head_input'" in entry.note
 
 
 def test_error_at_head_input_refuses_what_it_cannot_do():

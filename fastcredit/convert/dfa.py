@@ -375,6 +375,12 @@ def convert_dfa(model, report, options) -> None:
     where = ("on its input (error_at='head_input': the points project the gradient at the "
              f"head's input, not the {head.out_features} outputs' error; Launay et al. 2020's "
              "placement for language models)" if error_at == "head_input" else "after it")
+    if (error_at == "output" and isinstance(head, nn.Linear)
+            and head.out_features > head.in_features and options.get("signal", "error") == "error"):
+        where += (f" (each point projects the {head.out_features}-wide error; "
+                  f"error_at='head_input' would project the {head.in_features}-wide gradient at "
+                  "the head's input instead, Launay et al. 2020's placement for language models "
+                  "and the cheaper one here)")
     report.converted.append(Entry(head_path, type(head).__name__,
                                   f"head: DFAOutput(num_outputs={num_outputs}) {where}"))
     in_output = set(report.blocks["output"])
