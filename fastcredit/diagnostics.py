@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import functional, ops
-from .convert import fold
 from .nn.lra import LRALinear, LRAOutput
 from .nn.lra.blocks import rule_surrogate
 from .nn.mode import backprop
@@ -76,8 +75,7 @@ def _signals_and_updates(model, modules, x, y, loss_fn, seed, inputs=None):
     # prepend: see the module's own output, before convert()'s DFA hooks hand on a detached one
     handles = [m.register_forward_hook(capture(n), prepend=True) for n, m in modules.items()]
     try:
-        # the norm fold would leave a folded norm's output without the signal measured there
-        with torch.random.fork_rng(devices=[]), fold.suspended():
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             loss = loss_fn(model(x), y)
         owners = [n for n, m in modules.items() if _trainable_weight(m)]

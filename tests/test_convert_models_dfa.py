@@ -433,3 +433,28 @@ def test_sequence_first_points_whose_batch_equals_the_sequence_length_are_refuse
         model(tokens)
     tokens = torch.randint(0, VOCAB, (TOKENS + 1, TOKENS))  # N != T: found automatically
     assert model(tokens).shape == (TOKENS + 1, CLASSES)
+
+
+@pytest.mark.parametrize("error_at", ["output", "head_input"])
+def test_a_llama_gets_its_last_point_after_its_final_norm_not_on_its_rotary_embedding(error_at):
+    """LlamaModel registers its rotary embedding after its final norm but runs it before the
+    layers: a point moving on over the modules after the last block must stop at the norm."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                      num_attention_heads=2, num_key_value_heads=2,
+                                      vocab_size=VOCAB)
+    torch.manual_seed(0)
+    model = fastcredit.convert(transformers.LlamaForCausalLM(config), "dfa", seed=1,
+                               error_at=error_at)
+    assert _hosts(model) == ["model.layers.0", "model.layers.1", "model.norm"]
+    tokens = torch.randint(0, VOCAB, (4, TOKENS))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = model(input_ids=tokens, labels=tokens).loss
+        loss.backward()
+        assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]

@@ -254,8 +254,8 @@ def machine() -> dict:
 
 
 def _register_flop_formulas() -> None:
-    """FLOPs of fastcredit's projection op for torch's FlopCounterMode (it counts aten's GEMMs
-    and convolutions; a custom op is invisible to it otherwise)."""
+    """FLOPs of fastcredit's projection op in torch's FLOP formulas (they cover aten's GEMMs
+    and convolutions; a custom op is invisible otherwise)."""
     from torch.utils.flop_counter import register_flop_formula
 
     @register_flop_formula(torch.ops.fastcredit.seeded_project)
@@ -270,27 +270,33 @@ ELEMENTWISE_OPS = frozenset({"sign_feedback", "lra_error", "dfa_backward_epilogu
 
 def step_costs(step: Callable[[], None]) -> tuple[int, int]:
     """(GEMM + convolution + projection FLOPs, bytes read and written by fastcredit's
-    elementwise ops) of one call of ``step``, counted from the ops it runs."""
+    elementwise ops) of one call of ``step``, counted from the ops it runs with torch's FLOP
+    formulas. (Not through FlopCounterMode: its module tracker hooks every module output's
+    gradient, which turns DFA's norm fold off, so it would count a step that does not run.)"""
     from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import flop_registry
 
-    class _Bytes(TorchDispatchMode):
-        total = 0
+    class _Costs(TorchDispatchMode):
+        flops = moved = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func.overloadpacket)
+            if formula is not None:
+                self.flops += formula(*args, **kwargs, out_val=out)
             if func.namespace == "fastcredit" and func.overloadpacket.__name__ in ELEMENTWISE_OPS:
                 tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out))
                            if isinstance(t, torch.Tensor)]
-                self.total += sum(t.numel() * t.element_size() for t in tensors)
+                self.moved += sum(t.numel() * t.element_size() for t in tensors)
             return out
 
     if not getattr(step_costs, "_registered", False):
         _register_flop_formulas()
         step_costs._registered = True
-    with FlopCounterMode(display=False) as flops, _Bytes() as moved:
+    with _Costs() as costs:
         step()
-    return flops.get_total_flops(), moved.total
+    return costs.flops, costs.moved
 
 
 def copy_bandwidth(nbytes: int = 1 << 26) -> float:

@@ -38,7 +38,8 @@ The model is changed in place and returned; its report is the returned model's
 
   - ``"before_weights"`` (default): after the last module before the next weight layer (or
     block), so the pooling, dropout, normalisation and activations in between belong to the
-    block and carry its feedback back by autograd: conv → tanh → maxpool → conv gets its
+    block and carry its feedback back by autograd (any other module without weights stops it:
+    registration order need not be the data path, as for a Llama's rotary embedding): conv → tanh → maxpool → conv gets its
     point after the maxpool, as Nøkland 2016's, Launay 2019's and TinyDFA's code deliver it
     (B_l then spans the pooled map). A trailing ``nn.Flatten``/``nn.Unflatten``/
     ``nn.Identity`` is not crossed: it changes no value, so the dense feedback is the same

@@ -15,6 +15,7 @@ from ._common import (
     ACTIVATIONS,
     CONTAINERS,
     FASTCREDIT,
+    NORMS,
     Entry,
     is_weight_layer,
     join,
@@ -29,6 +30,9 @@ OPTIONS = ("num_outputs", "feedback", "normalization", "dist", "scale", "signal"
 PLACEMENTS = ("before_weights", "after_activation")
 ERROR_AT = ("output", "head_input")
 RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
+_POOLS = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+          nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+          nn.modules.pooling._LPPoolNd)
 # Modules with weight matrices besides the Linear/Conv layers a head can be: they make a
 # module a block, and an RNN (its own nonlinearity inside) is a block by itself.
 OTHER_WEIGHTS = (nn.modules.conv._ConvTransposeNd, nn.MultiheadAttention, nn.RNNBase)
@@ -208,14 +212,26 @@ def _is_boundary(module: nn.Module, weights: set[int]) -> bool:
             or (id(module) not in weights and _holds_weights(module, weights)))
 
 
+def _passes_on(module: nn.Module) -> bool:
+    """A module a point may move past on the way to the next weight layer: an activation,
+    normalisation, dropout, pooling or pure reshape (transformers' classes named "...Norm" or
+    "...Activation" among them). Registration order is not data flow: another module
+    without weights (a Llama's rotary embedding, registered after its final norm but run
+    before the blocks) need not sit on the path, so the point stops before it."""
+    return (isinstance(module, (*ACTIVATIONS, *NORMS, nn.modules.dropout._DropoutNd, *_POOLS,
+                                *RESHAPES))
+            or type(module).__name__.endswith(("Norm", "Activation")))
+
+
 def _block_boundaries(model: nn.Module, placement: str,
                       weights: set[int]) -> list[tuple[str, nn.Module, nn.Module | None]]:
     """Where the points go. A block ends at an activation module, an RNN, or a module
     holding weight layers (a residual or transformer block: cutting inside it would feed
     its first half by DFA while its shortcut carried the true gradient). With
     ``"before_weights"`` the point moves on over the modules that follow (pooling, dropout,
-    normalisation, further activations) up to the next weight layer, as Nøkland's, Launay's
-    and TinyDFA's code place it; it stops before a trailing pure reshape (Flatten,
+    normalisation, further activations: :func:`_passes_on`) up to the next weight layer, as
+    Nøkland's, Launay's and TinyDFA's code place it, stopping before any other module; it
+    stops before a trailing pure reshape (Flatten,
     Unflatten, Identity), which changes no value: the dense feedback is then the same, and
     the point keeps the map's shape for ``spatial="shared"``. Each comes with the block it
     closes when that is a member of a stack of repeated blocks (else None)."""
@@ -227,7 +243,8 @@ def _block_boundaries(model: nn.Module, placement: str,
         if placement == "before_weights":
             run = [(path, module)]
             for later in leaves[i + 1:]:
-                if _holds_weights(later[1], weights) or isinstance(later[1], FASTCREDIT):
+                if (_holds_weights(later[1], weights) or isinstance(later[1], FASTCREDIT)
+                        or not _passes_on(later[1])):
                     break
                 run.append(later[:2])
             path, module = next(leaf for leaf in reversed(run)
@@ -383,6 +400,9 @@ def convert_dfa(model, report, options) -> None:
                   "and the cheaper one here)")
     report.converted.append(Entry(head_path, type(head).__name__,
                                   f"head: DFAOutput(num_outputs={num_outputs}) {where}"))
+    # where the fold is expected: each later block's first norm (its input is a point's)
+    norms = [[p for p, m in region if foldable_norm(m)] for region in regions[1:]]
+    first_norms = {paths[0] for paths in norms if paths and slot is not None}
     in_output = set(report.blocks["output"])
     in_block = {p for block in report.blocks.values() for p in block} - in_output
     marked = {p for p, _, _ in boundaries} | {head_path}
@@ -394,9 +414,10 @@ def convert_dfa(model, report, options) -> None:
         note = kept_note(module)
         if path in in_block:
             note = f"trained within its DFA block by autograd ({note or type(module).__name__})"
-            if "_dfa_fold" in module.__dict__ and foldable_norm(module):
-                note += ("; its affine folds into the layer it feeds where its input is a "
-                         "point's output (that layer then computes no input gradient)")
+            if path in first_norms:
+                note += ("; the first norm of a block after a point: its affine folds into the "
+                         "Linear/Conv1D it feeds while its input carries no gradient (that "
+                         "layer then computes no input gradient)")
         elif path in in_output:
             note = f"in the output block: its true gradient ({note or type(module).__name__})"
         report.unchanged.append(Entry(path, type(module).__name__, note or "kept as is"))

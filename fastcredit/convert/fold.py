@@ -17,22 +17,16 @@ block, autocast, compiled code) the layers run as they are.
 
 Mechanism: a forward hook on each norm (run before any other of its hooks) records its
 input and its own output (the graph node of the norm's parameters), with their versions, on
-a slot the model shares; the weight layers of the
-same blocks get a subclass of their own class (same name, attributes, hooks and state-dict
-keys) whose forward folds when its input *is* the recorded output, unmodified since, with no
-retained gradient on it. Where it folds, that output gets no gradient: a tensor hook on it
-does not run (profilers' module trackers put such hooks there; :func:`suspended` turns the
-fold off, as the alignment diagnostics do). Anything else (another consumer of that output, a hook
-that replaced it, a norm subclass, a forward wrapper set on the instance) runs the layers
-as they are, and another consumer's gradient still reaches gamma and beta through the
-norm's own backward.
+a slot the model shares. The weight layers of the same blocks get a subclass of their own
+class (same name, attributes, hooks and state-dict keys) whose forward folds when its input
+*is* the recorded output, unmodified since, with no hook on it (the alignment diagnostics',
+torch's FlopCounterMode's module tracker) and no retained gradient: those wait for that
+output's gradient. Anything else (another consumer of the output, a hook that replaced it,
+a norm subclass, a forward wrapper set on the instance) runs the layers as they are, and
+another consumer's gradient still reaches gamma and beta through the norm's own backward.
 """
 
 from __future__ import annotations
-
-import contextlib
-import threading
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -42,19 +36,6 @@ from torch.autograd.function import once_differentiable
 from .fa import is_transformers_conv1d
 
 _SLOT = "_dfa_fold"
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def suspended() -> Iterator[None]:
-    """Run every layer as it is inside the block (this thread): the norms' outputs get their
-    gradients, e.g. for hooks that read them (:func:`fastcredit.diagnostics.alignment`)."""
-    previous = getattr(_state, "suspended", False)
-    _state.suspended = True
-    try:
-        yield
-    finally:
-        _state.suspended = previous
 
 
 class Slot:
@@ -177,12 +158,11 @@ def _forward(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 def _foldable(layer: nn.Module, record: tuple) -> bool:
     """Whether the recorded output may skip its own backward: unmodified (it and the norm's
-    input), no retained gradient on it, the fold not suspended, and nothing that changes the
-    arithmetic."""
+    input), no hook or retained gradient on it, and nothing that changes the arithmetic."""
     y, y_version, x, x_version, norm = record
     weight = layer.weight
-    return (y._version == y_version and x._version == x_version and not y.retains_grad
-            and not getattr(_state, "suspended", False) and isinstance(weight, nn.Parameter)
+    return (y._version == y_version and x._version == x_version and not y._backward_hooks
+            and not y.retains_grad and isinstance(weight, nn.Parameter)
             and y.dtype == weight.dtype == norm.weight.dtype and torch.is_grad_enabled()
             and not torch.is_autocast_enabled(y.device.type))
 
