@@ -51,11 +51,7 @@ class _PreNorm(nn.Module):
 
 def _pair(norm, layer, seed=0):
     torch.manual_seed(seed)
-    block = _PreNorm(NORMS[norm](), LAYERS[layer]()).to(F64)
-    with torch.no_grad():  # affine away from (1, 0), so a wrong gamma/beta term shows
-        for p in block.norm.parameters():
-            p.add_(torch.randn_like(p))
-    return block
+    return _affine(_PreNorm(NORMS[norm](), LAYERS[layer]()).to(F64))
 
 
 def _grads(block, x, dy):
@@ -233,7 +229,7 @@ def _unfold(model):
     return model
 
 
-class _Relu6(nn.Module):
+class _PointThenNorm(nn.Module):
     """Linear, ReLU, then a stage (LayerNorm, ..., Linear) after a point, then the head."""
 
     def __init__(self, norm=None, middle=None):
@@ -269,15 +265,17 @@ def _hook_doubling(net):
 
 
 CORNERS = {
-    "in-place on the norm's output": lambda: _Relu6(middle=_Double()),
-    "in-place dropout": lambda: _Relu6(middle=nn.Dropout(0.5, inplace=True)),
-    "a norm subclass": lambda: _Relu6(norm=_ScaledLayerNorm(8)),
-    "a hook replacing the norm's output": lambda: _hook_doubling(_Relu6()),
-    "plain": _Relu6,
+    "in-place on the norm's output": lambda: _PointThenNorm(middle=_Double()),
+    "in-place dropout": lambda: _PointThenNorm(middle=nn.Dropout(0.5, inplace=True)),
+    "a norm subclass": lambda: _PointThenNorm(norm=_ScaledLayerNorm(8)),
+    "a hook replacing the norm's output": lambda: _hook_doubling(_PointThenNorm()),
+    "plain": _PointThenNorm,
 }
 
 
 def _affine(net):
+    """``net`` with its norm's affine moved away from (1, 0), so a wrong gamma/beta term
+    shows."""
     with torch.no_grad():
         for p in net.norm.parameters():
             p.add_(torch.randn_like(p))
@@ -306,7 +304,7 @@ def test_a_global_hook_replacing_the_norm_s_output_is_respected():
         return 2 * output if isinstance(module, nn.LayerNorm) else None
 
     torch.manual_seed(0)
-    folded = fastcredit.convert(_affine(_Relu6()).to(F64), "dfa", seed=1,
+    folded = fastcredit.convert(_affine(_PointThenNorm()).to(F64), "dfa", seed=1,
                                 placement="after_activation")
     unfolded = _unfold(copy.deepcopy(folded))
     x, y = torch.randn(8, 6, dtype=F64), torch.randint(0, 3, (8,))
@@ -324,14 +322,14 @@ def test_a_forward_wrapper_on_the_layer_is_kept_and_survives_unconvert():
     """accelerate's dispatch hooks replace an instance's forward: one set before convert still
     runs (the layer is then not folded), one set after convert still works after
     unconvert."""
-    net = _Relu6().to(F64)
+    net = _PointThenNorm().to(F64)
     calls = []
     own = net.inner.forward
     net.inner.forward = lambda h: (calls.append(1), own(h))[1]
     model = fastcredit.convert(net, "dfa", placement="after_activation")
     model(torch.randn(2, 6, dtype=F64)).sum().backward()
     assert calls == [1]
-    model = fastcredit.convert(_Relu6().to(F64), "dfa", placement="after_activation")
+    model = fastcredit.convert(_PointThenNorm().to(F64), "dfa", placement="after_activation")
     own = model.inner.forward  # the folding forward, bound
     model.inner.forward = lambda h: own(h)
     back = fastcredit.unconvert(model)
@@ -342,7 +340,7 @@ def test_a_forward_wrapper_on_the_layer_is_kept_and_survives_unconvert():
 
 def test_a_replica_folds_with_its_own_weights():
     """nn.DataParallel's replicas share the instance dict but hold their own Parameters."""
-    model = fastcredit.convert(_Relu6().to(F64), "dfa", placement="after_activation")
+    model = fastcredit.convert(_PointThenNorm().to(F64), "dfa", placement="after_activation")
     replica = model.inner._replicate_for_data_parallel()
     replica.weight = nn.Parameter(torch.zeros(8, 8, dtype=F64))
     replica.bias = nn.Parameter(torch.zeros(8, dtype=F64))
@@ -351,7 +349,7 @@ def test_a_replica_folds_with_its_own_weights():
 
 
 def test_a_forward_that_stopped_half_way_leaves_a_model_that_copies_and_trains():
-    model = fastcredit.convert(_Relu6().to(F64), "dfa", placement="after_activation")
+    model = fastcredit.convert(_PointThenNorm().to(F64), "dfa", placement="after_activation")
     handle = model.act2.register_forward_hook(lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         model(torch.randn(2, 6, dtype=F64))
@@ -369,7 +367,7 @@ def test_alignment_diagnostics_see_the_norm_s_signal():
     does not fold, so the signal there is the rule's, as without the fold."""
     from fastcredit.diagnostics import alignment
     torch.manual_seed(0)
-    model = fastcredit.convert(_affine(_Relu6()).to(F64), "dfa", seed=1,
+    model = fastcredit.convert(_affine(_PointThenNorm()).to(F64), "dfa", seed=1,
                                placement="after_activation")
     x, y = torch.randn(8, 6, dtype=F64), torch.randint(0, 3, (8,))
     got = alignment(model, x, y)["norm"]

@@ -39,13 +39,13 @@ The model is changed in place and returned; its report is the returned model's
   - ``"before_weights"`` (default): after the last module before the next weight layer (or
     block), so the pooling, dropout, normalisation and activations in between belong to the
     block and carry its feedback back by autograd (any other module without weights stops it:
-    registration order need not be the data path, as for a Llama's rotary embedding): conv → tanh → maxpool → conv gets its
-    point after the maxpool, as Nøkland 2016's, Launay 2019's and TinyDFA's code deliver it
-    (B_l then spans the pooled map). A trailing ``nn.Flatten``/``nn.Unflatten``/
-    ``nn.Identity`` is not crossed: it changes no value, so the dense feedback is the same
-    before or after it, and before it the point keeps the map's shape for
-    ``spatial="shared"``. A residual block followed by a pool and the head gets its point
-    after the pool.
+    registration order need not be the data path, as for a Llama's rotary embedding):
+    conv → tanh → maxpool → conv gets its point after the maxpool, as Nøkland 2016's,
+    Launay 2019's and TinyDFA's code deliver it (B_l then spans the pooled map). A trailing
+    ``nn.Flatten``/``nn.Unflatten``/``nn.Identity`` is not crossed: it changes no value, so
+    the dense feedback is the same before or after it, and before it the point keeps the
+    map's shape for ``spatial="shared"``. A residual block followed by a pool and the head
+    gets its point after the pool.
   - ``"after_activation"``: on the boundary itself (the activation's or the block's
     output), before any pooling: another DFA variant (B_l over the unpooled map).
 

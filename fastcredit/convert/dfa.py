@@ -83,9 +83,6 @@ def _new_forward(model: nn.Module, inputs):
     abandoned one (a probe of a sub-network, an exception before the head) are dropped. (A
     function of the module, not a closure: copies and pickles keep working.)"""
     model.get_submodule(model._dfa_output_path).discard_pending()
-    slot = model.__dict__.get("_dfa_fold_slot")
-    if slot is not None:
-        slot.clear()
 
 
 def _token_dims(shape: torch.Size, rows: tuple[int, ...]) -> tuple[int, ...]:
@@ -231,9 +228,9 @@ def _block_boundaries(model: nn.Module, placement: str,
     ``"before_weights"`` the point moves on over the modules that follow (pooling, dropout,
     normalisation, further activations: :func:`_passes_on`) up to the next weight layer, as
     Nøkland's, Launay's and TinyDFA's code place it, stopping before any other module; it
-    stops before a trailing pure reshape (Flatten,
-    Unflatten, Identity), which changes no value: the dense feedback is then the same, and
-    the point keeps the map's shape for ``spatial="shared"``. Each comes with the block it
+    stops before a trailing pure reshape (Flatten, Unflatten, Identity), which changes no
+    value: the dense feedback is then the same, and the point keeps the map's shape for
+    ``spatial="shared"``. Each comes with the block it
     closes when that is a member of a stack of repeated blocks (else None)."""
     leaves = _leaves(model, weights)
     found: list[tuple[str, nn.Module, nn.Module | None]] = []
@@ -375,8 +372,8 @@ def convert_dfa(model, report, options) -> None:
     model._dfa_output_path = join(head_path, "dfa_output")
     model.register_forward_pre_hook(_new_forward)
     slot = attach_fold([m for _, m in owners])
-    if slot is not None:  # cleared at the start of a forward and once the output op ran
-        head.__dict__["_dfa_fold_slot"] = model.__dict__["_dfa_fold_slot"] = slot
+    if slot is not None:  # cleared once the output op runs (_to_output)
+        head.__dict__["_dfa_fold_slot"] = slot
 
     sublayer_ids = {id(m) for _, m, _ in sublayers}
     for (path, module, _), region in zip(boundaries, regions):
@@ -458,4 +455,3 @@ def unconvert_dfa(model: nn.Module) -> None:
         remove_fold(module, _remove_hooks)
     if _remove_hooks(model, _new_forward):
         model.__dict__.pop("_dfa_output_path", None)
-        model.__dict__.pop("_dfa_fold_slot", None)

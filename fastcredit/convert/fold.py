@@ -41,7 +41,7 @@ _SLOT = "_dfa_fold"
 class Slot:
     """The norm output most recently recorded in a converted model: ``record`` is (output,
     its version, input, its version, norm), one tuple so that a reader sees one record
-    whole; None between forwards. Copies and pickles start empty (the record holds
+    whole; None once the output op has run. Copies and pickles start empty (the record holds
     non-leaf tensors of a forward in flight)."""
 
     def __init__(self) -> None:
@@ -94,34 +94,30 @@ class _FoldedProduct(torch.autograd.Function):
     @once_differentiable  # a rule's gradients, as DFA's output op: no second order
     def backward(ctx, dz):
         x, weight, gamma, beta = ctx.saved_tensors
-        with torch.autocast(x.device.type, enabled=False):  # a backward called under autocast
-            return _FoldedProduct._grads(ctx, dz, x, weight, gamma, beta)
-
-    @staticmethod
-    def _grads(ctx, dz, x, weight, gamma, beta):
         needs = ctx.needs_input_grad
-        d = dz.reshape(-1, dz.shape[-1])
-        xh = _normalised(ctx.norm, x).reshape(-1, x.shape[-1])
-        s = d.sum(0)
         grad_w = grad_b = grad_gamma = grad_beta = None
-        if ctx.transposed:  # weight [in, out]: M^T = xh^T dz, computed in that layout
-            m = xh.t() @ d
-            if needs[4]:
-                grad_w = m * gamma[:, None]
-                grad_w = grad_w if beta is None else grad_w.addr_(beta, s)
-            if needs[6]:
-                grad_gamma = (m * weight).sum(1)
-            if needs[7]:
-                grad_beta = weight @ s
-        else:  # weight [out, in]
-            m = d.t() @ xh
-            if needs[4]:
-                grad_w = m * gamma
-                grad_w = grad_w if beta is None else grad_w.addr_(s, beta)
-            if needs[6]:
-                grad_gamma = (m * weight).sum(0)
-            if needs[7]:
-                grad_beta = s @ weight
+        with torch.autocast(x.device.type, enabled=False):  # a backward called under autocast
+            d = dz.reshape(-1, dz.shape[-1])
+            xh = _normalised(ctx.norm, x).reshape(-1, x.shape[-1])
+            s = d.sum(0)
+            if ctx.transposed:  # weight [in, out]: M^T = xh^T dz, computed in that layout
+                m = xh.t() @ d
+                if needs[4]:
+                    grad_w = m * gamma[:, None]
+                    grad_w = grad_w if beta is None else grad_w.addr_(beta, s)
+                if needs[6]:
+                    grad_gamma = (m * weight).sum(1)
+                if needs[7]:
+                    grad_beta = weight @ s
+            else:  # weight [out, in]
+                m = d.t() @ xh
+                if needs[4]:
+                    grad_w = m * gamma
+                    grad_w = grad_w if beta is None else grad_w.addr_(s, beta)
+                if needs[6]:
+                    grad_gamma = (m * weight).sum(0)
+                if needs[7]:
+                    grad_beta = s @ weight
         if needs[5]:
             grad_b = s
         return None, None, None, None, grad_w, grad_b, grad_gamma, grad_beta
